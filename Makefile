@@ -1,0 +1,43 @@
+# Everything starts from python3: the first target that needs the environment builds .venv from
+# requirements.lock (exact versions) and installs this project into it in editable mode.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PEOPLE ?= 2000
+
+.PHONY: install demo test lint ui bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing pinned dependencies into $(VENV) (first time: about 2 minutes)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/cdp demo --people $(PEOPLE)
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+ui: install
+	$(BIN)/cdp ui
+
+bench: install
+	$(BIN)/python benchmarks/pipeline.py
+
+# Re-resolve the lock after changing dependencies in pyproject.toml.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet -e ".[dev]"
+	(head -3 requirements.lock; .lock-venv/bin/pip freeze --exclude-editable) > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
+
+clean:
+	rm -rf var target logs

@@ -1,0 +1,4 @@
+{#- Layers get plain schema (dataset) names: bronze, silver, gold... not <target>_bronze. -#}
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {%- if custom_schema_name is none -%}{{ target.schema }}{%- else -%}{{ custom_schema_name | trim }}{%- endif -%}
+{%- endmacro %}
