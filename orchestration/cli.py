@@ -1,0 +1,274 @@
+"""`cdp`: the command line of the platform.
+
+    cdp generate --people N --seed S --out DIR   simulate the five sources (and the ground truth)
+    cdp land DIR | cdp land SOURCE PATH...       land a generated folder, or your own export files
+    cdp run                                      materialize every asset through Dagster, in process
+    cdp demo [--people N]                        generate, land, run, print the summary
+    cdp summary                                  per source: landed / silver / quarantined
+    cdp ui                                       the Dagster UI on this project
+
+Errors are one line on stderr (set CDP_DEBUG=1 for a traceback); long steps print progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from connectors.base import SourceError
+from connectors.landing import SOURCES, LandedBatch, LandingError, LandingZone
+from orchestration.settings import PROJECT_DIR, Settings
+
+
+class CliError(Exception):
+    """A failure explained in one line for the user."""
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _parse_rates(pairs: Sequence[str]) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise CliError(f"--rate expects name=value, got {pair!r}")
+        try:
+            rates[name.strip()] = float(value)
+        except ValueError:
+            raise CliError(f"--rate {name}: {value!r} is not a number") from None
+    return rates
+
+
+# --- generate ----------------------------------------------------------------------------------
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    result = generate_population(Path(args.out), args.people, args.seed, _parse_rates(args.rate))
+    total = sum(result.records.values())
+    print(f"generated {args.people:,} people, {total:,} records in {result.seconds:.1f} s -> {result.out_dir}")
+    for source in SOURCES:
+        print(f"  {source:<11}{result.records.get(source, 0):>12,} records")
+    return 0
+
+
+def generate_population(out: Path, people: int, seed: int, overrides: dict[str, float]):
+    from connectors.generator import MessRates, generate
+
+    if people < 1:
+        raise CliError("--people must be at least 1")
+    try:
+        rates = MessRates.from_overrides(overrides)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    start = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        _progress(f"generate: {done:,}/{total:,} people ({done / total:.0%}, {time.monotonic() - start:.0f} s)")
+
+    try:
+        return generate(out, people, seed=seed, rates=rates, progress=progress)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
+# --- land ---------------------------------------------------------------------------------------
+
+def _print_batch(batch: LandedBatch) -> None:
+    state = "already landed" if batch.already_landed else "landed"
+    _progress(
+        f"land: {batch.source}/{batch.file_name}: {state}, {batch.records:,} records (batch {batch.batch_id[:12]})"
+    )
+
+
+def land_paths(settings: Settings, targets: Sequence[str]) -> list[LandedBatch]:
+    from connectors.registry import file_source, land_folder
+
+    zone = LandingZone(settings.landing_root)
+    if not targets:
+        raise CliError("land: give a generated folder, or a source and files: cdp land web events.ndjson")
+    if targets[0] in SOURCES:
+        if len(targets) < 2:
+            raise CliError(f"land {targets[0]}: give at least one file to land")
+        return file_source(targets[0], [Path(t) for t in targets[1:]]).land(zone, _print_batch)
+    if len(targets) > 1:
+        raise CliError(
+            f"land: {targets[0]!r} is not a source ({', '.join(SOURCES)}); to land files, name the source first"
+        )
+    return land_folder(zone, Path(targets[0]), _print_batch)
+
+
+def cmd_land(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().export()
+    batches = land_paths(settings, args.targets)
+    new = [b for b in batches if not b.already_landed]
+    print(
+        f"landed {len(new)} new batches ({sum(b.records for b in new):,} records); "
+        f"{len(batches) - len(new)} already landed; zone: {settings.landing_root}"
+    )
+    return 0
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+def run_pipeline(settings: Settings) -> float:
+    """Materialize every asset in process on the persistent Dagster instance (the UI shows the run)."""
+    import dagster as dg
+
+    LandingZone(settings.landing_root).init()
+    start = time.monotonic()
+    _progress("run: loading the Dagster definitions (dbt manifest, assets)...")
+    from orchestration.definitions import defs
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+    if not result.success:
+        failures = [
+            event.step_key + ": " + (event.event_specific_data.error.message.strip().splitlines() or ["failed"])[0]
+            for event in result.all_events
+            if event.is_step_failure and event.event_specific_data and event.event_specific_data.error
+        ]
+        raise CliError(
+            f"run {result.run_id[:8]} failed: " + ("; ".join(failures) or "see the run in the Dagster UI (make ui)")
+        )
+    return time.monotonic() - start
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().export()
+    seconds = run_pipeline(settings)
+    print(f"run finished in {seconds:.1f} s")
+    print_summary(settings)
+    return 0
+
+
+# --- summary ------------------------------------------------------------------------------------
+
+def print_summary(settings: Settings) -> None:
+    from orchestration.summary import read_summary
+
+    summary = read_summary(settings.warehouse_path)
+    print()
+    print(f"{'source':<11}{'landed':>12}{'silver':>12}{'quarantined':>13}{'(duplicates)':>14}  reconciled")
+    for row in summary.sources:
+        print(
+            f"{row.source:<11}{row.landed:>12,}{row.silver:>12,}{row.quarantined:>13,}"
+            f"{'(' + format(row.duplicates, ',') + ')':>14}  {'yes' if row.is_reconciled else 'NO'}"
+        )
+    print(f"\nunified events: {summary.events:,}   warehouse: {settings.warehouse_path}")
+    if summary.top_reasons:
+        print("quarantine reasons (top):")
+        for source, reason, count in summary.top_reasons:
+            print(f"  {count:>9,}  {source:<11}{reason}")
+    if not all(row.is_reconciled for row in summary.sources):
+        raise CliError("counts do not reconcile: landed != silver + quarantined for some source")
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    print_summary(Settings.from_env())
+    return 0
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().export()
+    # A demo starts from an empty landing zone and warehouse, so that its summary is its own.
+    _progress(f"demo: resetting {settings.landing_root} and {settings.warehouse_path}")
+    shutil.rmtree(settings.landing_root, ignore_errors=True)
+    settings.warehouse_path.unlink(missing_ok=True)
+    generated = settings.home / "var" / "demo" / "generated"
+    result = generate_population(generated, args.people, args.seed, {})
+    _progress(f"demo: generated {sum(result.records.values()):,} records for {args.people:,} people "
+              f"in {result.seconds:.1f} s")
+    batches = land_paths(settings, [str(generated)])
+    _progress(f"demo: landed {len(batches)} batches ({sum(b.records for b in batches):,} records)")
+    seconds = run_pipeline(settings)
+    print(f"demo: pipeline ran in {seconds:.1f} s through Dagster (see it with `make ui`)")
+    print_summary(settings)
+    return 0
+
+
+# --- ui -----------------------------------------------------------------------------------------
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().export()
+    LandingZone(settings.landing_root).init()
+    dagster = Path(sys.executable).parent / "dagster"
+    command = [str(dagster if dagster.exists() else "dagster"), "dev", "-m", "orchestration.definitions",
+               "-h", args.host, "-p", str(args.port)]
+    _progress(f"ui: http://{args.host}:{args.port} (Ctrl-C to stop)")
+    os.chdir(PROJECT_DIR)
+    os.execv(command[0], command) if os.path.isabs(command[0]) else os.execvp(command[0], command)
+    return 0
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdp", description="Warehouse-native Customer Data Platform")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="simulate a student population across the five sources")
+    generate.add_argument("--people", type=int, required=True)
+    generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument("--out", required=True, help="output folder (created; a previous output is replaced)")
+    generate.add_argument("--rate", action="append", default=[], metavar="NAME=VALUE",
+                          help="override a mess rate, e.g. --rate duplicate_delivery=0.05 (see README)")
+    generate.set_defaults(func=cmd_generate)
+
+    land = commands.add_parser("land", help="land a generated folder, or SOURCE FILE... (your own exports)")
+    land.add_argument("targets", nargs="+", metavar="DIR | SOURCE PATH...")
+    land.set_defaults(func=cmd_land)
+
+    run = commands.add_parser("run", help="materialize every asset (landing, bronze, silver) through Dagster")
+    run.set_defaults(func=cmd_run)
+
+    demo = commands.add_parser("demo", help="generate, land, run and summarize (starts from an empty var/)")
+    demo.add_argument("--people", type=int, default=10_000)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.set_defaults(func=cmd_demo)
+
+    summary = commands.add_parser("summary", help="per source: landed / silver / quarantined")
+    summary.set_defaults(func=cmd_summary)
+
+    ui = commands.add_parser("ui", help="start the Dagster UI on this project")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    progress = logging.getLogger("cdp.progress")
+    progress.setLevel(logging.INFO)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, SourceError, LandingError) as error:
+        print(f"cdp: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cdp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the one line promised to users; CDP_DEBUG=1 shows the traceback
+        if os.environ.get("CDP_DEBUG"):
+            raise
+        print(f"cdp: error: {type(error).__name__}: {error} (set CDP_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

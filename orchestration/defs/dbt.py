@@ -1,0 +1,83 @@
+"""The dbt project as Dagster assets: one asset per model and seed, dbt tests as asset checks.
+
+Asset keys and groups are derived from the dbt project itself (folders and sources), never from a
+list of model names here: a model in `models/silver/` is the asset `silver/<name>` in the `silver`
+group, and a dbt source `web` is the connector asset `landing/web`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from orchestration.progress import report
+from orchestration.settings import PROJECT_DIR, Settings, dbt_executable
+
+settings = Settings.from_env().export()
+
+dbt_project = DbtProject(project_dir=PROJECT_DIR, profiles_dir=PROJECT_DIR, target=settings.target)
+
+
+def _newest_source_mtime() -> float:
+    files = [PROJECT_DIR / "dbt_project.yml", PROJECT_DIR / "profiles.yml"]
+    files += [p for p in (PROJECT_DIR / "dbt_project").rglob("*") if p.is_file()]
+    return max(p.stat().st_mtime for p in files if p.exists())
+
+
+def ensure_manifest(project: DbtProject) -> Path:
+    """Parse the project when its manifest is missing or older than any dbt file (a few seconds)."""
+    manifest = project.manifest_path
+    if not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime():
+        completed = subprocess.run(
+            [dbt_executable(), "parse", "--quiet", "--target", settings.target],
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+        )
+        if completed.returncode != 0 or not manifest.exists():
+            detail = (completed.stdout + completed.stderr).strip().splitlines()
+            raise RuntimeError("dbt parse failed: " + (" | ".join(detail[-5:]) or "no output"))
+    return manifest
+
+
+class CdpDbtTranslator(DagsterDbtTranslator):
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey(["landing", dbt_resource_props["source_name"]])
+        schema = dbt_resource_props.get("config", {}).get("schema") or "main"
+        return dg.AssetKey([schema, dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "source":
+            return "landing"
+        if dbt_resource_props["resource_type"] == "seed":
+            return "reference"
+        # fqn is [project, <layer folder>, ..., name]: the layer folder is the group.
+        fqn = dbt_resource_props.get("fqn", [])
+        return fqn[1] if len(fqn) > 2 else "default"
+
+
+@dbt_assets(
+    manifest=ensure_manifest(dbt_project),
+    project=dbt_project,
+    dagster_dbt_translator=CdpDbtTranslator(),
+)
+def cdp_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    for event in dbt.cli(["build"], context=context).stream():
+        if isinstance(event, dg.Output):
+            key = context.asset_key_for_output(event.output_name)
+            report(context, f"dbt: built {'/'.join(key.path)}")
+        elif isinstance(event, dg.AssetCheckResult) and not event.passed:
+            report(context, f"dbt: check {event.check_name} failed on {'/'.join(event.asset_key.path)}")
+        yield event
+
+
+defs = dg.Definitions(
+    assets=[cdp_dbt_models],
+    resources={"dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())},
+)

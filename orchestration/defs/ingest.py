@@ -1,0 +1,71 @@
+"""One asset per source connector: the source's slice of the landing zone.
+
+Materializing it lands every new file dropped in the source's inbox (`var/inbox/<source>/`, for
+example by a scheduled export) and moves the file to `landed/` beside it; files landed directly
+with `cdp land` are already in the zone. Either way the asset reports what the zone holds, and the
+dbt sources of the same name read it (see CdpDbtTranslator), so lineage runs from each connector.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from connectors.base import SourceError
+from connectors.landing import SOURCES, LandingZone
+from connectors.registry import FILE_SOURCES
+from orchestration.progress import report
+from orchestration.settings import Settings
+
+
+def landing_asset_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(["landing", source])
+
+
+def build_landing_asset(source: str) -> dg.AssetsDefinition:
+    connector = FILE_SOURCES[source]
+
+    @dg.asset(
+        key=landing_asset_key(source),
+        group_name="landing",
+        kinds={"python", "parquet"},
+        description=f"Immutable batches landed from the `{source}` source ({connector.__doc__ or connector.__name__}).",
+        metadata={"source": source},
+    )
+    def landing(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        settings = Settings.from_env()
+        zone = LandingZone(settings.landing_root)
+        zone.init()
+        inbox = settings.inbox_root / source
+        new_batches = new_records = 0
+        if inbox.is_dir():
+            done = inbox / "landed"
+            for path in connector.files_in(inbox):
+                try:
+                    (batch,) = connector(paths=[path]).land(zone)
+                except SourceError as error:
+                    context.log.warning(f"{source}: {path.name} not landed: {error}")
+                    continue
+                done.mkdir(exist_ok=True)
+                path.replace(done / path.name)
+                if not batch.already_landed:
+                    new_batches += 1
+                    new_records += batch.records
+        totals = zone.landed_counts()[source]
+        report(context, f"landing/{source}: {new_batches} new batches ({new_records:,} records); "
+               f"{totals['batches']} batches, {totals['records']:,} records in the zone")
+        return dg.MaterializeResult(
+            metadata={
+                "new_batches": new_batches,
+                "new_records": new_records,
+                "batches_total": totals["batches"],
+                "records_total": totals["records"],
+                "landing_path": dg.MetadataValue.path(str(settings.landing_root / source)),
+            }
+        )
+
+    return landing
+
+
+landing_assets = [build_landing_asset(source) for source in SOURCES]
+
+defs = dg.Definitions(assets=landing_assets)
