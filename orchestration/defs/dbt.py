@@ -5,7 +5,6 @@ list of model names here: a model in `models/silver/` is the asset `silver/<name
 group, and a dbt source `web` is the connector asset `landing/web`.
 """
 
-from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -69,10 +68,8 @@ class CdpDbtTranslator(DagsterDbtTranslator):
 )
 def cdp_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
     for event in dbt.cli(["build"], context=context).stream():
-        if isinstance(event, dg.Output):
-            key = context.asset_key_for_output(event.output_name)
-            report(context, f"dbt: built {'/'.join(key.path)}")
-        elif isinstance(event, dg.AssetCheckResult) and not event.passed:
+        # dbt prints its own per-model progress; failed checks are repeated where people look for them.
+        if isinstance(event, dg.AssetCheckResult) and not event.passed:
             report(context, f"dbt: check {event.check_name} failed on {'/'.join(event.asset_key.path)}")
         yield event
 

@@ -6,7 +6,6 @@ with `cdp land` are already in the zone. Either way the asset reports what the z
 dbt sources of the same name read it (see CdpDbtTranslator), so lineage runs from each connector.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 
