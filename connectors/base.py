@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from connectors.landing import LandedBatch, LandingZone, RawRecord
+from connectors.landing import LandedBatch, LandingZone, Records
 
 
 class SourceError(Exception):
@@ -30,7 +33,7 @@ class SourceError(Exception):
 class RawBatch:
     batch_id: str
     file_name: str
-    records: list[RawRecord]
+    records: Records
 
 
 def content_batch_id(source: str, data: bytes) -> str:
@@ -66,13 +69,44 @@ class Source(ABC):
 
 # --- splitting files into records -------------------------------------------------------------
 
-def split_ndjson(data: bytes) -> list[RawRecord]:
-    """One record per non-blank line, kept verbatim (a broken line is landed as it is and quarantined later)."""
-    text = data.decode("utf-8", errors="replace")
-    return [RawRecord(line) for line in text.split("\n") if line.strip()]
+def split_ndjson(data: bytes) -> Records:
+    """One record per non-blank line, kept verbatim (a broken line is landed as it is and quarantined later).
+
+    The lines are cut out of the file's bytes by vectorized Arrow code, without a Python object per
+    line: this is what keeps landing millions of events fast.
+    """
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+    ends = newlines + 1
+    if not data.endswith(b"\n") and data:
+        ends = np.append(ends, len(data))
+    offsets = np.concatenate(([0], ends)).astype(np.int64)
+    lines = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets.tobytes()), pa.py_buffer(data))
+    try:
+        lines.validate(full=True)
+    except pa.ArrowInvalid:
+        return _split_lines_with_bad_utf8(data)
+    lines = pc.utf8_rtrim(lines, characters="\r\n")
+    keep = pc.and_(pc.greater(pc.binary_length(lines), 0), pc.invert(pc.utf8_is_space(lines)))
+    return Records(lines.filter(keep))
 
 
-def split_json(data: bytes, list_keys: tuple[str, ...] = ("records",)) -> list[RawRecord]:
+def _split_lines_with_bad_utf8(data: bytes) -> Records:
+    """The slow path for a file with invalid UTF-8: bad lines are landed with the bytes replaced, and say so."""
+    payloads: list[str] = []
+    errors: list[str | None] = []
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            payloads.append(raw.decode("utf-8").rstrip("\r"))
+            errors.append(None)
+        except UnicodeDecodeError as error:
+            payloads.append(raw.decode("utf-8", errors="replace").rstrip("\r"))
+            errors.append(f"line is not valid UTF-8 ({error.reason} at byte {error.start}); invalid bytes replaced")
+    return Records.from_lists(payloads, errors)
+
+
+def split_json(data: bytes, list_keys: tuple[str, ...] = ("records",)) -> Records:
     """A JSON array of records, or an API response object holding them under one of `list_keys`.
 
     Elements are re-encoded as compact JSON (key order and values kept). A document that is not
@@ -81,45 +115,45 @@ def split_json(data: bytes, list_keys: tuple[str, ...] = ("records",)) -> list[R
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
-        return [RawRecord(data.decode("utf-8", errors="replace"), f"file is not valid JSON: {error}")]
+        return Records.from_lists([data.decode("utf-8", errors="replace")], [f"file is not valid JSON: {error}"])
     if isinstance(document, dict):
         for key in list_keys:
             if isinstance(document.get(key), list):
                 document = document[key]
                 break
         else:
-            return [RawRecord(orjson.dumps(document).decode())]
+            return Records.from_lists([orjson.dumps(document).decode()])
     if not isinstance(document, list):
-        return [RawRecord(orjson.dumps(document).decode(), "JSON document is neither an object nor an array")]
-    return [RawRecord(orjson.dumps(element).decode()) for element in document]
+        return Records.from_lists(
+            [orjson.dumps(document).decode()], ["JSON document is neither an object nor an array"]
+        )
+    return Records.from_lists([orjson.dumps(element).decode() for element in document])
 
 
-def split_csv(data: bytes) -> list[RawRecord]:
+def split_csv(data: bytes) -> Records:
     """Rows of a CSV with a header become JSON objects of strings; a row of the wrong width keeps its fields."""
     text = data.decode("utf-8-sig", errors="replace")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
     except StopIteration:
-        return []
+        return Records.from_lists([])
     width = len(header)
-    records = []
+    payloads: list[str] = []
+    errors: list[str | None] = []
     for row in reader:
         if not row:
             continue
         if len(row) == width:
-            records.append(RawRecord(orjson.dumps(dict(zip(header, row, strict=True))).decode()))
+            payloads.append(orjson.dumps(dict(zip(header, row, strict=True))).decode())
+            errors.append(None)
         else:
-            records.append(
-                RawRecord(
-                    orjson.dumps(row).decode(),
-                    f"CSV row has {len(row)} fields, header has {width}",
-                )
-            )
-    return records
+            payloads.append(orjson.dumps(row).decode())
+            errors.append(f"CSV row has {len(row)} fields, header has {width}")
+    return Records.from_lists(payloads, errors)
 
 
-SPLITTERS: dict[str, Callable[[bytes], list[RawRecord]]] = {
+SPLITTERS: dict[str, Callable[[bytes], Records]] = {
     ".ndjson": split_ndjson,
     ".jsonl": split_ndjson,
     ".json": split_json,

@@ -10,11 +10,11 @@ The record payload is kept as received; the layout is documented in docs/sources
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -27,7 +27,7 @@ LANDING_SCHEMA = pa.schema(
         pa.field("landed_at", pa.timestamp("us"), nullable=False),
         pa.field("file_name", pa.string(), nullable=False),
         pa.field("position", pa.int64(), nullable=False),
-        pa.field("payload", pa.string(), nullable=False),
+        pa.field("payload", pa.large_string(), nullable=False),
         pa.field("parse_error", pa.string()),
     ]
 )
@@ -41,11 +41,26 @@ class LandingError(Exception):
 
 
 @dataclass(frozen=True)
-class RawRecord:
-    """One record as a connector split it out of its input; `parse_error` says why it could not be split cleanly."""
+class Records:
+    """The records a connector split out of one input, column-wise as Arrow arrays: a batch of a
+    million records stays two buffers instead of a million Python objects.
 
-    payload: str
-    parse_error: str | None = None
+    `parse_errors` says, per record, why the connector could not split it cleanly (null when it could);
+    None means no record has an error.
+    """
+
+    payloads: pa.Array
+    parse_errors: pa.Array | None = None
+
+    @classmethod
+    def from_lists(cls, payloads: list[str], parse_errors: list[str | None] | None = None) -> Records:
+        errors = None
+        if parse_errors is not None and any(e is not None for e in parse_errors):
+            errors = pa.array(parse_errors, pa.string())
+        return cls(pa.array(payloads, pa.large_string()), errors)
+
+    def __len__(self) -> int:
+        return len(self.payloads)
 
 
 @dataclass(frozen=True)
@@ -101,7 +116,7 @@ class LandingZone:
     def has_batch(self, source: str, batch_id: str) -> bool:
         return self.batch_path(source, batch_id).exists()
 
-    def land(self, source: str, batch_id: str, file_name: str, records: Sequence[RawRecord]) -> LandedBatch:
+    def land(self, source: str, batch_id: str, file_name: str, records: Records) -> LandedBatch:
         """Write one batch unless a batch with this id is already landed."""
         path = self.batch_path(source, batch_id)
         if path.exists():
@@ -143,24 +158,22 @@ class LandingZone:
             tmp.unlink(missing_ok=True)
 
 
-def records_table(
-    source: str, batch_id: str, file_name: str, records: Iterable[RawRecord], landed_at: datetime
-) -> pa.Table:
-    payloads: list[str] = []
-    errors: list[str | None] = []
-    for record in records:
-        payloads.append(record.payload)
-        errors.append(record.parse_error)
-    n = len(payloads)
+def records_table(source: str, batch_id: str, file_name: str, records: Records, landed_at: datetime) -> pa.Table:
+    n = len(records)
+
+    def constant(value: object, type_: pa.DataType) -> pa.Array:
+        return pa.nulls(n, type_).fill_null(pa.scalar(value, type_))
+
+    errors = records.parse_errors if records.parse_errors is not None else pa.nulls(n, pa.string())
     return pa.table(
         {
-            "source": pa.array([source] * n, pa.string()),
-            "batch_id": pa.array([batch_id] * n, pa.string()),
-            "landed_at": pa.array([landed_at] * n, pa.timestamp("us")),
-            "file_name": pa.array([file_name] * n, pa.string()),
-            "position": pa.array(range(n), pa.int64()),
-            "payload": pa.array(payloads, pa.string()),
-            "parse_error": pa.array(errors, pa.string()),
+            "source": constant(source, pa.string()),
+            "batch_id": constant(batch_id, pa.string()),
+            "landed_at": constant(landed_at, pa.timestamp("us")),
+            "file_name": constant(file_name, pa.string()),
+            "position": pa.array(np.arange(n, dtype=np.int64)),
+            "payload": records.payloads.cast(pa.large_string()),
+            "parse_error": errors.cast(pa.string()),
         },
         schema=LANDING_SCHEMA,
     )

@@ -59,20 +59,29 @@ def test_batches_are_written_atomically_with_the_documented_schema(tmp_path: Pat
 
 def test_csv_rows_become_objects_and_a_short_row_keeps_its_fields_with_a_reason() -> None:
     data = b'Id,LastName,MailingStreet\n003A,Doe,"Hauptstr. 5, Hinterhaus"\n003B,Short\n'
-    good, short = split_csv(data)
-    assert json.loads(good.payload) == {"Id": "003A", "LastName": "Doe", "MailingStreet": "Hauptstr. 5, Hinterhaus"}
-    assert good.parse_error is None
-    assert json.loads(short.payload) == ["003B", "Short"]
-    assert short.parse_error == "CSV row has 2 fields, header has 3"
+    records = split_csv(data)
+    good, short = records.payloads.to_pylist()
+    assert json.loads(good) == {"Id": "003A", "LastName": "Doe", "MailingStreet": "Hauptstr. 5, Hinterhaus"}
+    assert json.loads(short) == ["003B", "Short"]
+    assert records.parse_errors.to_pylist() == [None, "CSV row has 2 fields, header has 3"]
 
 
 def test_json_documents_arrays_and_api_responses() -> None:
-    assert [r.payload for r in split_json(b'[{"a": 1}, {"b": 2}]')] == ['{"a":1}', '{"b":2}']
+    assert split_json(b'[{"a": 1}, {"b": 2}]').payloads.to_pylist() == ['{"a":1}', '{"b":2}']
     response = b'{"totalSize": 2, "done": true, "records": [{"Id": "1"}, {"Id": "2"}]}'
-    assert [r.payload for r in split_json(response)] == ['{"Id":"1"}', '{"Id":"2"}']
-    (broken,) = split_json(b'[{"a": 1},')
-    assert broken.payload == '[{"a": 1},' and broken.parse_error.startswith("file is not valid JSON")
-    assert split_ndjson(b"\n \n") == []
+    assert split_json(response).payloads.to_pylist() == ['{"Id":"1"}', '{"Id":"2"}']
+    broken = split_json(b'[{"a": 1},')
+    assert broken.payloads.to_pylist() == ['[{"a": 1},']
+    assert broken.parse_errors.to_pylist()[0].startswith("file is not valid JSON")
+
+
+def test_ndjson_splitting_handles_crlf_blank_lines_a_missing_final_newline_and_bad_utf8() -> None:
+    assert len(split_ndjson(b"\n \n\r\n")) == 0
+    assert split_ndjson(b'{"a": 1}\r\n\n{"b": 2}').payloads.to_pylist() == ['{"a": 1}', '{"b": 2}']
+    records = split_ndjson(b'{"a": 1}\n{"b": "\xff"}\n')
+    assert records.payloads.to_pylist() == ['{"a": 1}', '{"b": "\ufffd"}']
+    errors = records.parse_errors.to_pylist()
+    assert errors[0] is None and errors[1].startswith("line is not valid UTF-8")
 
 
 def test_bad_input_is_refused_with_one_clear_line(tmp_path: Path) -> None:
