@@ -1,0 +1,123 @@
+{#-
+    JSON, parsed once per record.
+
+    A model declares the fields it needs as a dict of path -> kind ('string' or 'json'):
+        {% set fields = {'event_id': 'string', 'page.url': 'string', 'properties': 'json'} %}
+    then parses each payload once with json_parse_fields(payload, fields) into a column (`doc`),
+    and reads fields from that column with json_field('doc', 'page.url'). 'string' fields come back
+    as text (numbers and booleans as their JSON text, objects as JSON text); 'json' fields as JSON.
+
+    DuckDB: json_transform into a STRUCT (one parse, then plain struct access).
+    BigQuery: SAFE.PARSE_JSON into a JSON value, then JSON_VALUE / JSON_QUERY.
+-#}
+
+{% macro json_is_valid(expr) -%}
+    {{ return(adapter.dispatch('json_is_valid', 'cdp')(expr)) }}
+{%- endmacro %}
+
+{% macro duckdb__json_is_valid(expr) -%}
+    coalesce(json_valid({{ expr }}), false)
+{%- endmacro %}
+
+{% macro default__json_is_valid(expr) -%}
+    {{ cdp.unsupported_dialect('json_is_valid') }}
+{%- endmacro %}
+
+{% macro bigquery__json_is_valid(expr) -%}
+    (safe.parse_json({{ expr }}) is not null)
+{%- endmacro %}
+
+
+{#- Whether a valid JSON document is an object: its first character after whitespace is `{`.
+    Only the first 100 characters are trimmed: trimming the whole payload copies it (4 s per 4 GB). -#}
+{% macro json_is_object(expr) -%}
+    (substr(ltrim(substr({{ expr }}, 1, 100)), 1, 1) = '{')
+{%- endmacro %}
+
+
+{% macro json_parse_fields(expr, fields) -%}
+    {{ return(adapter.dispatch('json_parse_fields', 'cdp')(expr, fields)) }}
+{%- endmacro %}
+
+{% macro duckdb__json_parse_fields(expr, fields) -%}
+    json_transform({{ expr }}, '{{ tojson(cdp._json_struct_spec(fields)) | replace("'", "''") }}')
+{%- endmacro %}
+
+{% macro default__json_parse_fields(expr, fields) -%}
+    {{ cdp.unsupported_dialect('json_parse_fields') }}
+{%- endmacro %}
+
+{% macro bigquery__json_parse_fields(expr, fields) -%}
+    safe.parse_json({{ expr }})
+{%- endmacro %}
+
+
+{#- The nested {"key": "VARCHAR" | "JSON" | {...}} type spec json_transform expects. -#}
+{% macro _json_struct_spec(fields) -%}
+    {%- set spec = {} -%}
+    {%- for path, kind in fields.items() -%}
+        {%- set keys = path.split('.') -%}
+        {%- set node = namespace(value=spec) -%}
+        {%- for key in keys[:-1] -%}
+            {%- if key not in node.value -%}{%- do node.value.update({key: {}}) -%}{%- endif -%}
+            {%- set node.value = node.value[key] -%}
+        {%- endfor -%}
+        {%- do node.value.update({keys[-1]: 'JSON' if kind == 'json' else 'VARCHAR'}) -%}
+    {%- endfor -%}
+    {{ return(spec) }}
+{%- endmacro %}
+
+
+{% macro json_field(doc, path, kind='string') -%}
+    {{ return(adapter.dispatch('json_field', 'cdp')(doc, path, kind)) }}
+{%- endmacro %}
+
+{% macro duckdb__json_field(doc, path, kind='string') -%}
+    {{ doc }}{% for key in path.split('.') %}."{{ key }}"{% endfor %}
+{%- endmacro %}
+
+{% macro default__json_field(doc, path, kind='string') -%}
+    {{ cdp.unsupported_dialect('json_field') }}
+{%- endmacro %}
+
+{% macro bigquery__json_field(doc, path, kind='string') -%}
+    {%- set json_path = '$."' ~ (path.split('.') | join('"."')) ~ '"' -%}
+    {%- if kind == 'json' -%}
+        json_query({{ doc }}, '{{ json_path }}')
+    {%- else -%}
+        json_value({{ doc }}, '{{ json_path }}')
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- A JSON object from alternating key, value arguments given as a list: [key1, expr1, key2, expr2]. -#}
+{% macro json_build_object(pairs) -%}
+    {{ return(adapter.dispatch('json_build_object', 'cdp')(pairs)) }}
+{%- endmacro %}
+
+{% macro duckdb__json_build_object(pairs) -%}
+    json_object(
+        {%- for i in range(0, pairs | length, 2) %}
+        '{{ pairs[i] }}', {{ pairs[i + 1] }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    )
+{%- endmacro %}
+
+{#- JSON_OBJECT(key, value, ...) is standard SQL:2016 and BigQuery's spelling too. -#}
+{% macro default__json_build_object(pairs) -%}
+    json_object(
+        {%- for i in range(0, pairs | length, 2) %}
+        '{{ pairs[i] }}', {{ pairs[i + 1] }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    )
+{%- endmacro %}
+
+
+{#- The JSON column type, for casts and empty columns. -#}
+{% macro type_json() -%}
+    {{ return(adapter.dispatch('type_json', 'cdp')()) }}
+{%- endmacro %}
+
+{% macro duckdb__type_json() -%}json{%- endmacro %}
+
+{% macro default__type_json() -%}json{%- endmacro %}

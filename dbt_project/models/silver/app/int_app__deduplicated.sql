@@ -1,0 +1,9 @@
+{#-
+    The deduplication ledger: one narrow row per parsed app record, with, for a record that passed its
+    own checks, its event_id and, when an earlier record with the same event_id was accepted (in
+    this run or an earlier one), that record's batch and position. Narrow, so deduplicating 10M
+    records needs little memory. Incremental over new parsed rows.
+-#}
+{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='fail') }}
+
+{{ cdp.deduplicated_records('int_app__parsed', key='event_id') }}

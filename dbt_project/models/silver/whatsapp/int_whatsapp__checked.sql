@@ -1,0 +1,8 @@
+{#-
+    Every whatsapp record landed with its verdict: `quarantine_reason` is null for an accepted record, else
+    the record's own failed check (int_whatsapp__parsed) or the duplicate it is (int_whatsapp__deduplicated).
+    The accepted rows are the staging model, the others the quarantine: landed = silver + quarantined.
+-#}
+{{ config(materialized='view') }}
+
+{{ cdp.checked_records('int_whatsapp__parsed', 'int_whatsapp__deduplicated', key_label='MessageSid') }}

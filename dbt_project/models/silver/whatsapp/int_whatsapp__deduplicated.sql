@@ -1,0 +1,9 @@
+{#-
+    The deduplication ledger: one narrow row per parsed whatsapp record, with, for a record that passed its
+    own checks, its MessageSid and, when an earlier record with the same MessageSid was accepted (in
+    this run or an earlier one), that record's batch and position. Narrow, so deduplicating 10M
+    records needs little memory. Incremental over new parsed rows.
+-#}
+{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='fail') }}
+
+{{ cdp.deduplicated_records('int_whatsapp__parsed', key='message_id') }}
