@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-PEOPLE ?= 2000
+PEOPLE ?= 10000
 
 .PHONY: install demo test lint ui bench lock clean
 
