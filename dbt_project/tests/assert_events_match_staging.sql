@@ -1,5 +1,5 @@
 {#- The unified events hold every accepted staging row once, per source, and nothing else. -#}
-{{ config(meta={'gate': 2}) }}
+{{ config(meta={'gate': 2, 'dagster': {'ref': {'name': 'events'}}}) }}
 
 {%- set silver_models = {
     'web': 'stg_web__events', 'app': 'stg_app__events', 'salesforce': 'stg_salesforce__contacts',

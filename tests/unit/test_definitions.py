@@ -45,6 +45,9 @@ def test_dbt_tests_are_asset_checks(defs: dg.Definitions) -> None:
     graph = defs.resolve_asset_graph()
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert any(asset == "silver/events" and "unique" in name for asset, name in checks)
+    # Singular tests over several models are attached to the model they guard.
+    assert ("silver/events", "assert_events_match_staging") in checks
+    assert ("silver/source_reconciliation", "assert_landed_equals_silver_plus_quarantined") in checks
     assert len(checks) >= 20
 
 
