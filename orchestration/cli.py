@@ -20,10 +20,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connectors.base import SourceError
 from connectors.landing import SOURCES, LandedBatch, LandingError, LandingZone
 from orchestration.settings import PROJECT_DIR, Settings
+
+if TYPE_CHECKING:
+    from connectors.generator import GenerationResult
 
 
 class CliError(Exception):
@@ -58,7 +62,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def generate_population(out: Path, people: int, seed: int, overrides: dict[str, float]):
+def generate_population(out: Path, people: int, seed: int, overrides: dict[str, float]) -> GenerationResult:
     from connectors.generator import MessRates, generate
 
     if people < 1:
@@ -210,7 +214,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
                "-h", args.host, "-p", str(args.port)]
     _progress(f"ui: http://{args.host}:{args.port} (Ctrl-C to stop)")
     os.chdir(PROJECT_DIR)
-    os.execv(command[0], command) if os.path.isabs(command[0]) else os.execvp(command[0], command)
+    os.execvp(command[0], command)  # replaces this process: Ctrl-C goes straight to dagster
     return 0
 
 

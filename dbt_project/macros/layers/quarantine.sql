@@ -179,3 +179,13 @@ select * from checked
 {% macro quoted_value(expr) -%}
     '"' || substr({{ expr }}, 1, 100) || '"'
 {%- endmacro %}
+
+{#-
+    The checks every source makes before its own, in order, as `coalesce` arguments: the connector
+    could not split the record, the payload is not JSON, or it is not a JSON object.
+-#}
+{% macro structural_invalid_reasons() -%}
+parse_error,
+            case when not is_valid_json then 'payload is not valid JSON' end,
+            case when not is_json_object then 'payload is not a JSON object' end
+{%- endmacro %}

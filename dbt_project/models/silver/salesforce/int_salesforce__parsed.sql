@@ -112,9 +112,7 @@ validated as (
     select
         versioned.*,
         coalesce(
-            parse_error,
-            case when not is_valid_json then 'payload is not valid JSON' end,
-            case when not is_json_object then 'payload is not a JSON object' end,
+            {{ cdp.structural_invalid_reasons() }},
             {{ cdp.missing_required_field({
                 'contact_id': 'Id', 'last_name': 'LastName', 'last_modified_at_raw': 'LastModifiedDate'}) }},
             case

@@ -107,9 +107,7 @@ validated as (
     select
         typed.*,
         coalesce(
-            parse_error,
-            case when not is_valid_json then 'payload is not valid JSON' end,
-            case when not is_json_object then 'payload is not a JSON object' end,
+            {{ cdp.structural_invalid_reasons() }},
             {{ cdp.missing_required_field({
                 'event_id': 'event_id', 'event_type': 'event', 'anonymous_id': 'anonymous_id',
                 'occurred_at_raw': 'timestamp'}) }},

@@ -85,9 +85,7 @@ validated as (
     select
         typed.*,
         coalesce(
-            parse_error,
-            case when not is_valid_json then 'payload is not valid JSON' end,
-            case when not is_json_object then 'payload is not a JSON object' end,
+            {{ cdp.structural_invalid_reasons() }},
             {{ cdp.missing_required_field({
                 'message_id': 'MessageSid', 'phone_raw': 'From', 'received_at_raw': 'ReceivedAt'}) }},
             case
