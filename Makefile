@@ -32,6 +32,7 @@ ui: install
 
 bench: install
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/identity.py --reuse
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock:

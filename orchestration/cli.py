@@ -5,6 +5,7 @@
     cdp run                                      materialize every asset through Dagster, in process
     cdp demo [--people N]                        generate, land, run, print the summary
     cdp summary                                  per source: landed / silver / quarantined
+    cdp eval identity --truth PATH [--json]      precision / recall / F1 of the profiles vs the ground truth
     cdp ui                                       the Dagster UI on this project
 
 Errors are one line on stderr (set CDP_DEBUG=1 for a traceback); long steps print progress.
@@ -13,6 +14,7 @@ Errors are one line on stderr (set CDP_DEBUG=1 for a traceback); long steps prin
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -175,12 +177,43 @@ def print_summary(settings: Settings) -> None:
         print("quarantine reasons (top):")
         for source, reason, count in summary.top_reasons:
             print(f"  {count:>9,}  {source:<11}{reason}")
+    identity = summary.identity
+    if identity is not None:
+        candidates = ", ".join(f"{n:,} {decision}" for decision, n in identity.match_candidates.items()) or "none"
+        print(
+            f"\nprofiles: {identity.profiles:,} ({identity.known_profiles:,} known, "
+            f"{identity.profiles - identity.known_profiles:,} anonymous)   identifiers: {identity.identifiers:,} "
+            f"({identity.shared_identifiers:,} shared, {identity.blocklisted_identifiers:,} blocklisted)"
+        )
+        print(f"match candidates: {candidates}   retired profile ids: {identity.retired_profile_ids:,}")
     if not all(row.is_reconciled for row in summary.sources):
         raise CliError("counts do not reconcile: landed != silver + quarantined for some source")
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     print_summary(Settings.from_env())
+    return 0
+
+
+# --- eval ---------------------------------------------------------------------------------------
+
+def cmd_eval_identity(args: argparse.Namespace) -> int:
+    from orchestration.identity_eval import IdentityEvalError, evaluate_identity
+
+    settings = Settings.from_env()
+    if settings.target != "duckdb":
+        raise CliError(
+            f"eval identity reads the embedded DuckDB warehouse ({settings.warehouse_path}); "
+            f"CDP_TARGET is {settings.target!r}: unset it (or set CDP_TARGET=duckdb) to evaluate a local run"
+        )
+    try:
+        evaluation = evaluate_identity(settings.warehouse_path, Path(args.truth).resolve())
+    except IdentityEvalError as error:
+        raise CliError(str(error)) from None
+    if args.json:
+        print(json.dumps(evaluation.as_dict(), indent=2))
+    else:
+        print(evaluation.format_text())
     return 0
 
 
@@ -246,6 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser("summary", help="per source: landed / silver / quarantined")
     summary.set_defaults(func=cmd_summary)
+
+    evaluate = commands.add_parser("eval", help="evaluate the warehouse against the generator's ground truth")
+    evaluations = evaluate.add_subparsers(dest="evaluation", required=True)
+    identity = evaluations.add_parser(
+        "identity", help="pairwise precision / recall / F1 of the resolved profiles against ground_truth.parquet"
+    )
+    identity.add_argument("--truth", required=True, metavar="PATH",
+                          help="the ground_truth.parquet written by `cdp generate` (or its folder)")
+    identity.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+    identity.set_defaults(func=cmd_eval_identity)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on this project")
     ui.add_argument("--host", default="127.0.0.1")

@@ -19,10 +19,22 @@ class SourceCounts:
 
 
 @dataclass(frozen=True)
+class IdentityCounts:
+    profiles: int
+    known_profiles: int  # with an identifier other than anonymous or device ids
+    identifiers: int
+    shared_identifiers: int
+    blocklisted_identifiers: int
+    match_candidates: dict[str, int]  # decision -> pairs
+    retired_profile_ids: int
+
+
+@dataclass(frozen=True)
 class RunSummary:
     sources: list[SourceCounts]
     events: int
     top_reasons: list[tuple[str, str, int]]
+    identity: IdentityCounts | None  # None until identity and gold were built
 
 
 def read_summary(warehouse: Path, reasons: int = 8) -> RunSummary:
@@ -48,8 +60,31 @@ def read_summary(warehouse: Path, reasons: int = 8) -> RunSummary:
             """,
             [reasons],
         ).fetchall()
+        identity = _identity_counts(con)
     return RunSummary(
         sources=[SourceCounts(*row) for row in rows],
         events=events,
         top_reasons=[(s, r, n) for s, r, n in top],
+        identity=identity,
     )
+
+
+def _identity_counts(con: duckdb.DuckDBPyConnection) -> IdentityCounts | None:
+    built = con.execute(
+        "select count(*) from information_schema.tables where table_schema = 'gold' "
+        "and table_name in ('profiles', 'identity_match_candidates', 'profile_merges')"
+    ).fetchone()[0]
+    if built < 3:
+        return None
+    profiles, known = con.execute(
+        "select count(*), count(*) filter (where lifecycle_stage <> 'anonymous') from gold.profiles"
+    ).fetchone()
+    identifiers, shared, blocked = con.execute(
+        "select count(*), count(*) filter (where is_shared), count(*) filter (where is_blocked) "
+        "from identity.int_identity__nodes"
+    ).fetchone()
+    decisions = dict(con.execute(
+        "select decision, count(*) from gold.identity_match_candidates group by 1 order by 1"
+    ).fetchall())
+    retired = con.execute("select count(*) from gold.profile_merges").fetchone()[0]
+    return IdentityCounts(profiles, known, identifiers, shared, blocked, decisions, retired)

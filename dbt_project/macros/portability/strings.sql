@@ -36,3 +36,21 @@
 {% macro default__try_cast(expr, type) -%}
     {{ cdp.unsupported_dialect('try_cast') }}
 {%- endmacro %}
+
+
+{#- True when the whole of `expr` matches the RE2 pattern held in the column/expression `pattern_expr`. -#}
+{% macro regex_full_match_column(expr, pattern_expr) -%}
+    {{ return(adapter.dispatch('regex_full_match_column', 'cdp')(expr, pattern_expr)) }}
+{%- endmacro %}
+
+{% macro duckdb__regex_full_match_column(expr, pattern_expr) -%}
+    regexp_full_match({{ expr }}, {{ pattern_expr }})
+{%- endmacro %}
+
+{% macro bigquery__regex_full_match_column(expr, pattern_expr) -%}
+    regexp_contains({{ expr }}, concat('^(?:', {{ pattern_expr }}, ')$'))
+{%- endmacro %}
+
+{% macro default__regex_full_match_column(expr, pattern_expr) -%}
+    {{ cdp.unsupported_dialect('regex_full_match_column') }}
+{%- endmacro %}

@@ -98,3 +98,24 @@
 {% macro duckdb__type_utc_timestamp() -%}timestamp{%- endmacro %}
 
 {% macro default__type_utc_timestamp() -%}timestamp{%- endmacro %}
+
+
+{#-
+    A text key that sorts like (timestamp, tiebreak): microseconds since the epoch, zero-padded, then
+    the tiebreak. For "latest value" picks that must not depend on ties (max_by over it).
+-#}
+{% macro timestamp_sort_key(ts, tiebreak) -%}
+    {{ return(adapter.dispatch('timestamp_sort_key', 'cdp')(ts, tiebreak)) }}
+{%- endmacro %}
+
+{% macro duckdb__timestamp_sort_key(ts, tiebreak) -%}
+    lpad(cast(epoch_us({{ ts }}) as varchar), 20, '0') || '|' || {{ tiebreak }}
+{%- endmacro %}
+
+{% macro bigquery__timestamp_sort_key(ts, tiebreak) -%}
+    lpad(cast(unix_micros({{ ts }}) as string), 20, '0') || '|' || {{ tiebreak }}
+{%- endmacro %}
+
+{% macro default__timestamp_sort_key(ts, tiebreak) -%}
+    {{ cdp.unsupported_dialect('timestamp_sort_key') }}
+{%- endmacro %}

@@ -20,6 +20,7 @@ web as (
         event_type,
         occurred_at,
         landed_at as received_at,
+        landed_at,
         anonymous_id,
         session_id,
         {{ null_string }} as device_id,
@@ -54,6 +55,7 @@ app as (
         event_type,
         occurred_at,
         landed_at as received_at,
+        landed_at,
         {{ null_string }} as anonymous_id,
         {{ null_string }} as session_id,
         device_id,
@@ -85,12 +87,14 @@ salesforce as (
         'crm_contact_updated' as event_type,
         last_modified_at as occurred_at,
         landed_at as received_at,
+        landed_at,
         {{ null_string }} as anonymous_id,
         {{ null_string }} as session_id,
         {{ null_string }} as device_id,
         email,
-        -- the mobile number first: it is the one messaging channels (WhatsApp) know the person by
-        coalesce(mobile_phone, phone) as phone,
+        -- the mobile only: it is the person's own number (and the one WhatsApp knows them by); the
+        -- Phone field is often a household or office line shared by several people (in properties)
+        mobile_phone as phone,
         contact_id as crm_id,
         {{ null_string }} as user_id,
         {{ cdp.json_build_object([
@@ -120,6 +124,7 @@ email as (
         'email_' || event_type as event_type,
         occurred_at,
         landed_at as received_at,
+        landed_at,
         {{ null_string }} as anonymous_id,
         {{ null_string }} as session_id,
         {{ null_string }} as device_id,
@@ -150,6 +155,7 @@ whatsapp as (
         'whatsapp_message_received' as event_type,
         received_at as occurred_at,
         received_at,
+        landed_at,
         {{ null_string }} as anonymous_id,
         {{ null_string }} as session_id,
         {{ null_string }} as device_id,

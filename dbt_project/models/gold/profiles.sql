@@ -1,0 +1,231 @@
+{#-
+    The golden record: one row per resolved person (profile).
+    - Contact fields come from the CRM (the most recently modified Contact of the profile), field by
+      field falling back to the most recent other source (web form, app login), then to the most
+      recently seen identifier of that type.
+    - Enrollment status and application stage come from the CRM only.
+    - Behaviour (page views, lessons, quizzes, email engagement) comes from web, app and email events.
+    - Consent is the most restrictive across every merged identity: one opted-out email address or
+      one WhatsApp STOP opts the whole profile out.
+    - identity_confidence: 1 for a single identifier; otherwise the weakest link type the profile is
+      built from (var cdp__identity_link_confidence), times the match score when probabilistic
+      matching merged it.
+-#}
+{%- set confidence = cdp.identity_link_confidence() %}
+
+with
+
+activity as (
+
+    select * from {{ ref('int_identity__anchor_activity') }}
+
+),
+
+components as (
+
+    select * from {{ ref('int_identity__components') }}
+    where component_id is not null
+
+),
+
+profile_map as (
+
+    select * from {{ ref('int_identity__profile_map') }}
+
+),
+
+identifiers as (
+
+    select * from {{ ref('profile_identifiers') }}
+
+),
+
+profile_activity as (
+
+    select
+        coalesce(m.profile_id, c.component_id) as profile_id,
+        c.identifier_value as anchor_value,
+        a.*
+    from activity as a
+    inner join components as c
+        on c.identifier_key = a.anchor_key
+    left join profile_map as m
+        on m.component_id = c.component_id
+
+),
+
+rolled_up as (
+
+    select
+        profile_id,
+
+        -- contact: the CRM first, then the latest web form / app login
+        {%- for trait in ['first_name', 'last_name', 'email', 'phone', 'birth_date', 'city', 'postal_code', 'country'] %}
+        coalesce(
+            max_by({{ trait }}, case when source = 'salesforce' then traits_sort_key end),
+            max_by({{ trait }}, case when {{ trait }} is not null then traits_sort_key end)
+        ) as {{ trait }},
+        {%- endfor %}
+        case
+            when count(case when source = 'salesforce' then 1 end) > 0 then 'salesforce'
+            else max_by(source, traits_sort_key)
+        end as contact_source,
+        max_by(anchor_value, case when source = 'salesforce' then traits_sort_key end) as crm_contact_id,
+        count(distinct case when source = 'salesforce' then anchor_value end) as crm_contacts,
+
+        -- admissions funnel: the CRM only
+        max_by(program_interest, case when source = 'salesforce' then traits_sort_key end) as program_interest,
+        max_by(application_stage, case when source = 'salesforce' then traits_sort_key end) as application_stage,
+        max_by(enrollment_status, case when source = 'salesforce' then traits_sort_key end) as enrollment_status,
+
+        -- consent signals, most restrictive: any opted-out identity opts the profile out
+        max(case when source = 'salesforce' and has_opted_out_of_email then 1 else 0 end) as crm_email_opt_out,
+        max(last_email_opt_out_at) as last_email_opt_out_at,
+        max(case when last_whatsapp_opt_out_at > coalesce(last_whatsapp_opt_in_at, last_whatsapp_opt_out_at - interval 1 day)
+            then 1 else 0 end) as whatsapp_opted_out,
+        max(last_whatsapp_opt_in_at) as last_whatsapp_opt_in_at,
+
+        -- behaviour
+        cast(sum(case when source = 'web' then event_count else 0 end) as {{ dbt.type_bigint() }}) as web_events,
+        cast(sum(case when source = 'app' then event_count else 0 end) as {{ dbt.type_bigint() }}) as app_events,
+        cast(sum(case when source = 'salesforce' then event_count else 0 end) as {{ dbt.type_bigint() }}) as crm_versions,
+        cast(sum(case when source = 'email' then event_count else 0 end) as {{ dbt.type_bigint() }}) as email_events,
+        cast(sum(case when source = 'whatsapp' then event_count else 0 end) as {{ dbt.type_bigint() }}) as whatsapp_messages,
+        cast(sum(page_views) as {{ dbt.type_bigint() }}) as page_views,
+        cast(sum(brochure_downloads) as {{ dbt.type_bigint() }}) as brochure_downloads,
+        cast(sum(form_submits) as {{ dbt.type_bigint() }}) as form_submits,
+        cast(sum(app_sessions) as {{ dbt.type_bigint() }}) as app_sessions,
+        cast(sum(lessons_completed) as {{ dbt.type_bigint() }}) as lessons_completed,
+        cast(sum(quizzes_submitted) as {{ dbt.type_bigint() }}) as quizzes_submitted,
+        sum(quiz_score_sum) as quiz_score_sum,
+        cast(sum(email_opens) as {{ dbt.type_bigint() }}) as email_opens,
+        cast(sum(email_clicks) as {{ dbt.type_bigint() }}) as email_clicks,
+        cast(sum(email_bounces) as {{ dbt.type_bigint() }}) as email_bounces,
+        max(case when source = 'web' then last_seen_at end) as last_web_at,
+        max(case when source = 'app' then last_seen_at end) as last_app_at,
+        min(first_seen_at) as first_seen_at,
+        max(last_seen_at) as last_seen_at
+    from profile_activity
+    group by profile_id
+
+),
+
+identifier_summary as (
+
+    select
+        profile_id,
+        count(distinct identifier_type || ':' || identifier_value) as identifier_count,
+        count(distinct case when identifier_type not in ('anonymous_id', 'device_id') then identifier_value end)
+            as known_identifier_count,
+        max_by(case when identifier_type = 'email' then identifier_value end,
+            case when identifier_type = 'email' then last_seen_at end) as latest_email,
+        max_by(case when identifier_type = 'phone' then identifier_value end,
+            case when identifier_type = 'phone' then last_seen_at end) as latest_phone,
+        min({{ cdp.identity_case('identifier_type', confidence, '1.0') }}) as weakest_link_confidence,
+        max(case when is_shared then 1 else 0 end) as has_shared_identifier,
+        min(first_seen_at) as first_seen_at,
+        max(last_seen_at) as last_seen_at
+    from identifiers
+    group by profile_id
+
+),
+
+match_scores as (
+
+    select profile_id, min(match_score) as match_score
+    from profile_map
+    group by profile_id
+
+),
+
+final as (
+
+    select
+        -- ids
+        i.profile_id,
+        r.crm_contact_id,
+
+        -- contact
+        r.first_name,
+        r.last_name,
+        coalesce(r.email, i.latest_email) as email,
+        coalesce(r.phone, i.latest_phone) as phone,
+        r.birth_date,
+        r.city,
+        r.postal_code,
+        r.country,
+        r.contact_source,
+
+        -- admissions funnel
+        r.program_interest,
+        r.application_stage,
+        r.enrollment_status,
+        case
+            when r.enrollment_status = 'Alumni' then 'alumni'
+            when r.enrollment_status = 'Withdrawn' then 'withdrawn'
+            when r.enrollment_status = 'Active' then 'active_student'
+            when r.enrollment_status = 'Enrolled' then 'enrolled'
+            when r.application_stage in ('Offer Made', 'Offer Accepted') then 'admitted'
+            when r.application_stage in ('Application Started', 'Application Submitted') then 'applicant'
+            when r.crm_contact_id is not null then 'inquiry'
+            when i.known_identifier_count > 0 then 'known'
+            else 'anonymous'
+        end as lifecycle_stage,
+
+        -- consent (most restrictive across the merged identities)
+        case
+            when r.crm_email_opt_out = 1 or r.last_email_opt_out_at is not null then 'opted_out'
+            when coalesce(r.email, i.latest_email) is not null then 'implied'
+            else 'none'
+        end as email_consent,
+        case
+            when r.whatsapp_opted_out = 1 then 'opted_out'
+            when r.last_whatsapp_opt_in_at is not null then 'opted_in'
+            when coalesce(r.phone, i.latest_phone) is not null then 'implied'
+            else 'none'
+        end as whatsapp_consent,
+
+        -- behaviour
+        coalesce(r.web_events, 0) as web_events,
+        coalesce(r.app_events, 0) as app_events,
+        coalesce(r.crm_versions, 0) as crm_versions,
+        coalesce(r.email_events, 0) as email_events,
+        coalesce(r.whatsapp_messages, 0) as whatsapp_messages,
+        coalesce(r.page_views, 0) as page_views,
+        coalesce(r.brochure_downloads, 0) as brochure_downloads,
+        coalesce(r.form_submits, 0) as form_submits,
+        coalesce(r.app_sessions, 0) as app_sessions,
+        coalesce(r.lessons_completed, 0) as lessons_completed,
+        coalesce(r.quizzes_submitted, 0) as quizzes_submitted,
+        case when r.quizzes_submitted > 0 then r.quiz_score_sum / r.quizzes_submitted end as avg_quiz_score,
+        coalesce(r.email_opens, 0) as email_opens,
+        coalesce(r.email_clicks, 0) as email_clicks,
+        coalesce(r.email_bounces, 0) as email_bounces,
+
+        -- identity
+        i.identifier_count,
+        coalesce(r.crm_contacts, 0) as crm_contacts,
+        case
+            when i.identifier_count <= 1 then 1.0
+            else i.weakest_link_confidence
+        end * coalesce(s.match_score, 1.0) as identity_confidence,
+        s.match_score is not null as is_probabilistic_merge,
+        i.has_shared_identifier = 1 as has_shared_identifier,
+
+        -- timestamps
+        coalesce(r.first_seen_at, i.first_seen_at) as first_seen_at,
+        coalesce(r.last_seen_at, i.last_seen_at) as last_seen_at,
+        r.last_web_at,
+        r.last_app_at,
+        {{ cdp.current_utc_timestamp() }} as computed_at
+
+    -- every profile has identifiers; a shared identifier that anchors no event has no activity
+    from identifier_summary as i
+    left join rolled_up as r
+        on r.profile_id = i.profile_id
+    left join match_scores as s
+        on s.profile_id = i.profile_id
+
+)
+
+select * from final
