@@ -551,7 +551,7 @@ def test_cli_landed_duplicates_become_match_candidates(runs: FixtureRuns) -> Non
 STEPS = (("app", "email", "whatsapp"), ("web",), ("salesforce",))
 COMPARED = {
     "gold.profiles": ["computed_at"],
-    "gold.profile_identifiers": [],
+    "gold.profile_identifiers": ["updated_at"],  # when the row was written: a run's clock
     "identity.int_identity__components": None,  # only (identifier_key, component_id)
     "gold.identity_match_candidates": [],
 }
@@ -572,7 +572,7 @@ def comparable(warehouse: Warehouse) -> dict[str, list[tuple]]:
                     [schema, name],
                 )
             ]
-            # profiles and identifiers keep their event timestamps (data); only computed_at is a run's clock.
+            # profiles and identifiers keep their event timestamps (data); computed_at and updated_at are a run's clock.
             # Candidates have no timestamp column; any added one would be a run's clock too.
             drop = excluded + (timestamps if relation == "gold.identity_match_candidates" else [])
             sql = f"select * {'exclude (' + ', '.join(drop) + ')' if drop else ''} from {relation}"

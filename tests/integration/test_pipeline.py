@@ -92,6 +92,22 @@ def test_every_clean_ground_truth_record_is_in_silver_once(first_run: dict, home
     assert query(env, "select count(*) - count(distinct event_id) from silver.events") == [(0,)]
 
 
+def test_the_pipeline_resolves_identities_against_the_ground_truth(first_run: dict, home: tuple[Path, dict]) -> None:
+    """`cdp run` builds identity and gold; `cdp eval identity` scores them. The bounds are the issue's
+    goals at 100k people (measured there by make bench); a small population must meet them too."""
+    _, env = home
+    result = cdp("eval", "identity", "--truth", str(first_run["generated"] / "ground_truth.parquet"), "--json", env=env)
+    scores = json.loads(result.stdout)
+    assert scores["precision"] >= 0.995, scores
+    assert scores["recall"] >= 0.97, scores
+    assert scores["persons"] == PEOPLE
+    # anonymous-only visitors and CRM duplicates awaiting review are profiles of their own
+    assert PEOPLE < scores["profiles"] < PEOPLE * 1.3, scores
+    assert scores["largest_cluster"] <= 25, scores
+    summary = cdp("summary", env=env).stdout
+    assert "profiles:" in summary and "match candidates:" in summary
+
+
 def test_a_malformed_file_in_any_source_is_quarantined_and_the_run_goes_on(
     first_run: dict, home: tuple[Path, dict[str, str]]
 ) -> None:

@@ -1,4 +1,22 @@
-{#- Every identifier of every profile, per source that saw it: the lookup index of the profile API. -#}
+{#-
+    Every identifier of every profile, per source that saw it: the lookup index of the profile API.
+    Incremental: rewrites the rows of identifiers seen again, of identifiers whose component was
+    relabelled, and of identifiers in probabilistically merged components (or previously merged ones,
+    so that an undone merge is undone here too); a blocklisted identifier's rows are removed.
+-#}
+{{ config(
+    materialized='incremental',
+    unique_key='identifier_source_key',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+) }}
+
+{%- set components_relation = ref('int_identity__components') %}
+{%- if execute and flags.WHICH in ('run', 'build') and is_incremental() %}
+    {%- do run_query('delete from ' ~ this ~ ' where identifier_key in (select identifier_key from '
+        ~ components_relation ~ ' where component_id is null)') %}
+{%- endif %}
+
 with
 
 identifier_sources as (
@@ -9,7 +27,7 @@ identifier_sources as (
 
 components as (
 
-    select * from {{ ref('int_identity__components') }}
+    select * from {{ components_relation }}
     where component_id is not null
 
 ),
@@ -19,6 +37,28 @@ profile_map as (
     select * from {{ ref('int_identity__profile_map') }}
 
 ),
+
+{% if is_incremental() %}
+
+affected as (
+
+    select identifier_key from identifier_sources
+    where updated_at > {{ cdp.watermark('updated_at') }}
+    union distinct
+    select identifier_key from components
+    where updated_at > {{ cdp.watermark('updated_at') }}
+    union distinct
+    select c.identifier_key
+    from components as c
+    inner join profile_map as m
+        on m.component_id = c.component_id
+    union distinct
+    select identifier_key from {{ this }}
+    where component_id <> profile_id
+
+),
+
+{% endif %}
 
 final as (
 
@@ -30,12 +70,19 @@ final as (
         s.first_seen_at,
         s.last_seen_at,
         s.event_count,
-        c.is_shared
+        c.is_shared,
+        s.identifier_key,
+        s.identifier_source_key,
+        c.component_id,
+        {{ cdp.current_utc_timestamp() }} as updated_at
     from identifier_sources as s
     inner join components as c
         on c.identifier_key = s.identifier_key
     left join profile_map as m
         on m.component_id = c.component_id
+    {% if is_incremental() -%}
+    where s.identifier_key in (select identifier_key from affected)
+    {%- endif %}
 
 )
 

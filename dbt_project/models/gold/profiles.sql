@@ -11,7 +11,24 @@
       built from (var cdp__identity_link_confidence), times the match score when probabilistic
       matching merged it.
 -#}
+{{ config(
+    materialized='incremental',
+    unique_key='profile_id',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+) }}
+
 {%- set confidence = cdp.identity_link_confidence() %}
+{%- set components_relation = ref('int_identity__components') %}
+{%- set profile_map_relation = ref('int_identity__profile_map') %}
+
+{%- if execute and flags.WHICH in ('run', 'build') and is_incremental() %}
+    {#- a profile whose id is no longer a live profile id (merged into an older one) goes -#}
+    {%- do run_query('delete from ' ~ this ~ ' as p
+        where not exists (select 1 from ' ~ components_relation ~ ' as c where c.component_id = p.profile_id)
+            or exists (select 1 from ' ~ profile_map_relation ~ ' as m
+                       where m.component_id = p.profile_id and m.profile_id <> p.profile_id)') %}
+{%- endif %}
 
 with
 
@@ -34,9 +51,46 @@ profile_map as (
 
 ),
 
+{% if is_incremental() %}
+
+changed_components as (
+
+    -- what changed since the last run: relabelled components, new activity, probabilistic merges,
+    -- and any component that has no profile yet (self-healing, e.g. after a merge was undone)
+    select component_id from components
+    where updated_at > {{ cdp.watermark('computed_at') }}
+    union distinct
+    select c.component_id
+    from activity as a
+    inner join components as c
+        on c.identifier_key = a.anchor_key
+    where a.updated_at > {{ cdp.watermark('computed_at') }}
+    union distinct
+    select component_id from profile_map
+    union distinct
+    select c.component_id
+    from components as c
+    where not exists (select 1 from {{ this }} as p where p.profile_id = c.component_id)
+
+),
+
+affected_profiles as (
+
+    select distinct coalesce(m.profile_id, cc.component_id) as profile_id
+    from changed_components as cc
+    left join profile_map as m
+        on m.component_id = cc.component_id
+
+),
+
+{% endif %}
+
 identifiers as (
 
     select * from {{ ref('profile_identifiers') }}
+    {% if is_incremental() -%}
+    where profile_id in (select profile_id from affected_profiles)
+    {%- endif %}
 
 ),
 
@@ -51,6 +105,9 @@ profile_activity as (
         on c.identifier_key = a.anchor_key
     left join profile_map as m
         on m.component_id = c.component_id
+    {% if is_incremental() -%}
+    where coalesce(m.profile_id, c.component_id) in (select profile_id from affected_profiles)
+    {%- endif %}
 
 ),
 
@@ -71,7 +128,8 @@ rolled_up as (
             else max_by(source, traits_sort_key)
         end as contact_source,
         max_by(anchor_value, case when source = 'salesforce' then traits_sort_key end) as crm_contact_id,
-        count(distinct case when source = 'salesforce' then anchor_value end) as crm_contacts,
+        -- one activity row per anchor and source: the Salesforce rows are the profile's contacts
+        count(case when source = 'salesforce' then 1 end) as crm_contacts,
 
         -- admissions funnel: the CRM only
         max_by(program_interest, case when source = 'salesforce' then traits_sort_key end) as program_interest,
@@ -112,17 +170,31 @@ rolled_up as (
 
 identifier_summary as (
 
+    -- from the components: one row per identifier, so no distinct counting
+    select
+        coalesce(m.profile_id, c.component_id) as profile_id,
+        count(*) as identifier_count,
+        count(case when c.identifier_type not in ('anonymous_id', 'device_id') then 1 end) as known_identifier_count,
+        min({{ cdp.identity_case('c.identifier_type', confidence, '1.0') }}) as weakest_link_confidence,
+        max(case when c.is_shared then 1 else 0 end) as has_shared_identifier
+    from components as c
+    left join profile_map as m
+        on m.component_id = c.component_id
+    {% if is_incremental() -%}
+    where coalesce(m.profile_id, c.component_id) in (select profile_id from affected_profiles)
+    {%- endif %}
+    group by coalesce(m.profile_id, c.component_id)
+
+),
+
+identifier_contacts as (
+
     select
         profile_id,
-        count(distinct identifier_type || ':' || identifier_value) as identifier_count,
-        count(distinct case when identifier_type not in ('anonymous_id', 'device_id') then identifier_value end)
-            as known_identifier_count,
         max_by(case when identifier_type = 'email' then identifier_value end,
             case when identifier_type = 'email' then last_seen_at end) as latest_email,
         max_by(case when identifier_type = 'phone' then identifier_value end,
             case when identifier_type = 'phone' then last_seen_at end) as latest_phone,
-        min({{ cdp.identity_case('identifier_type', confidence, '1.0') }}) as weakest_link_confidence,
-        max(case when is_shared then 1 else 0 end) as has_shared_identifier,
         min(first_seen_at) as first_seen_at,
         max(last_seen_at) as last_seen_at
     from identifiers
@@ -148,8 +220,8 @@ final as (
         -- contact
         r.first_name,
         r.last_name,
-        coalesce(r.email, i.latest_email) as email,
-        coalesce(r.phone, i.latest_phone) as phone,
+        coalesce(r.email, ic.latest_email) as email,
+        coalesce(r.phone, ic.latest_phone) as phone,
         r.birth_date,
         r.city,
         r.postal_code,
@@ -175,13 +247,13 @@ final as (
         -- consent (most restrictive across the merged identities)
         case
             when r.crm_email_opt_out = 1 or r.last_email_opt_out_at is not null then 'opted_out'
-            when coalesce(r.email, i.latest_email) is not null then 'implied'
+            when coalesce(r.email, ic.latest_email) is not null then 'implied'
             else 'none'
         end as email_consent,
         case
             when r.whatsapp_opted_out = 1 then 'opted_out'
             when r.last_whatsapp_opt_in_at is not null then 'opted_in'
-            when coalesce(r.phone, i.latest_phone) is not null then 'implied'
+            when coalesce(r.phone, ic.latest_phone) is not null then 'implied'
             else 'none'
         end as whatsapp_consent,
 
@@ -213,14 +285,16 @@ final as (
         i.has_shared_identifier = 1 as has_shared_identifier,
 
         -- timestamps
-        coalesce(r.first_seen_at, i.first_seen_at) as first_seen_at,
-        coalesce(r.last_seen_at, i.last_seen_at) as last_seen_at,
+        coalesce(r.first_seen_at, ic.first_seen_at) as first_seen_at,
+        coalesce(r.last_seen_at, ic.last_seen_at) as last_seen_at,
         r.last_web_at,
         r.last_app_at,
         {{ cdp.current_utc_timestamp() }} as computed_at
 
     -- every profile has identifiers; a shared identifier that anchors no event has no activity
     from identifier_summary as i
+    inner join identifier_contacts as ic
+        on ic.profile_id = i.profile_id
     left join rolled_up as r
         on r.profile_id = i.profile_id
     left join match_scores as s

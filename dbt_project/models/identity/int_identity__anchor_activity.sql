@@ -27,7 +27,6 @@
     'email_unsubscribes': "event_type = 'email_unsubscribe'",
     'email_spam_reports': "event_type = 'email_spamreport'",
 } -%}
-{%- set is_trait_event = "(e.source = 'salesforce' or e.event_type in ('form_submit', 'login'))" -%}
 {%- set trait_keys = ['first_name', 'last_name', 'birth_date', 'mailing_city', 'mailing_postal_code',
     'mailing_country', 'country', 'program_interest', 'application_stage', 'enrollment_status',
     'has_opted_out_of_email'] -%}
@@ -45,58 +44,22 @@ new_events as (
 
 ),
 
-trait_events as (
+anchored as (
 
     select
         {{ cdp.event_anchor_type() }} as anchor_type,
         {{ cdp.event_anchor_value() }} as anchor_value,
-        e.*,
-        -- contact traits, on the events that carry them, with one JSON parse per event
-        case when {{ is_trait_event }} then {{ cdp.json_text_list('e.properties', trait_keys) }} end as trait_values,
-        case when {{ is_trait_event }} then {{ cdp.timestamp_sort_key('e.occurred_at', 'e.event_id') }} end
-            as traits_sort_key
+        e.*
     from new_events as e
 
 ),
 
-anchored as (
+activity as (
 
+    -- counts and consent signals over every event; JSON is read only on quiz and WhatsApp rows
     select
         anchor_type,
         anchor_value,
-        source,
-        event_type,
-        event_id,
-        occurred_at,
-        properties,
-        bronze_loaded_at,
-        traits_sort_key,
-        {{ cdp.list_item('trait_values', 0) }} as trait_first_name,
-        {{ cdp.list_item('trait_values', 1) }} as trait_last_name,
-        case when traits_sort_key is not null then email end as trait_email,
-        case when traits_sort_key is not null then phone end as trait_phone,
-        {{ cdp.try_cast(cdp.list_item('trait_values', 2), 'date') }} as trait_birth_date,
-        {{ cdp.list_item('trait_values', 3) }} as trait_city,
-        {{ cdp.list_item('trait_values', 4) }} as trait_postal_code,
-        -- CRM MailingCountry, or the web form's country
-        coalesce({{ cdp.list_item('trait_values', 5) }}, {{ cdp.list_item('trait_values', 6) }}) as trait_country,
-        {{ cdp.list_item('trait_values', 7) }} as trait_program_interest,
-        {{ cdp.list_item('trait_values', 8) }} as trait_application_stage,
-        {{ cdp.list_item('trait_values', 9) }} as trait_enrollment_status,
-        {{ cdp.try_cast(cdp.list_item('trait_values', 10), 'boolean') }} as trait_has_opted_out_of_email,
-        case when source = 'whatsapp' then {{ cdp.json_text('properties', 'is_opt_out_keyword') }} = 'true' end
-            as is_whatsapp_opt_out,
-        case when source = 'whatsapp' then {{ cdp.json_text('properties', 'is_opt_in_keyword') }} = 'true' end
-            as is_whatsapp_opt_in
-    from trait_events
-
-),
-
-aggregated as (
-
-    select
-        source || '|' || {{ cdp.identifier_key('anchor_type', 'anchor_value') }} as anchor_source_key,
-        {{ cdp.identifier_key('anchor_type', 'anchor_value') }} as anchor_key,
         source,
         count(*) as event_count,
         {%- for name, condition in counts.items() %}
@@ -107,16 +70,88 @@ aggregated as (
         min(occurred_at) as first_seen_at,
         max(occurred_at) as last_seen_at,
         max(case when event_type in ('email_unsubscribe', 'email_spamreport') then occurred_at end) as last_email_opt_out_at,
-        max(case when is_whatsapp_opt_out then occurred_at end) as last_whatsapp_opt_out_at,
-        max(case when is_whatsapp_opt_in then occurred_at end) as last_whatsapp_opt_in_at,
-        max(traits_sort_key) as traits_sort_key,
-        {%- for trait in traits %}
-        max_by(trait_{{ trait }}, traits_sort_key) as {{ trait }},
-        {%- endfor %}
+        max(case when source = 'whatsapp' and {{ cdp.json_text('properties', 'is_opt_out_keyword') }} = 'true'
+            then occurred_at end) as last_whatsapp_opt_out_at,
+        max(case when source = 'whatsapp' and {{ cdp.json_text('properties', 'is_opt_in_keyword') }} = 'true'
+            then occurred_at end) as last_whatsapp_opt_in_at,
         max(bronze_loaded_at) as last_bronze_loaded_at
     from anchored
     where anchor_type is not null
     group by anchor_type, anchor_value, source
+
+),
+
+trait_events as (
+
+    -- contact traits on the events that carry them (CRM versions, web forms, app logins), with one
+    -- JSON parse per event
+    select
+        anchor_type,
+        anchor_value,
+        source,
+        email,
+        phone,
+        {{ cdp.json_text_list('properties', trait_keys) }} as trait_values,
+        {{ cdp.timestamp_sort_key('occurred_at', 'event_id') }} as traits_sort_key
+    from anchored
+    where anchor_type is not null
+        and (source = 'salesforce' or event_type in ('form_submit', 'login'))
+
+),
+
+latest_traits as (
+
+    -- the latest trait event per anchor and source, whole
+    select
+        anchor_type,
+        anchor_value,
+        source,
+        max(traits_sort_key) as traits_sort_key,
+        max_by(trait_values, traits_sort_key) as trait_values,
+        max_by(email, traits_sort_key) as email,
+        max_by(phone, traits_sort_key) as phone
+    from trait_events
+    group by anchor_type, anchor_value, source
+
+),
+
+aggregated as (
+
+    select
+        a.source || '|' || {{ cdp.identifier_key('a.anchor_type', 'a.anchor_value') }} as anchor_source_key,
+        {{ cdp.identifier_key('a.anchor_type', 'a.anchor_value') }} as anchor_key,
+        a.source,
+        a.event_count,
+        {%- for name in counts.keys() %}
+        a.{{ name }},
+        {%- endfor %}
+        a.quiz_score_sum,
+        a.first_seen_at,
+        a.last_seen_at,
+        a.last_email_opt_out_at,
+        a.last_whatsapp_opt_out_at,
+        a.last_whatsapp_opt_in_at,
+        t.traits_sort_key,
+        {{ cdp.list_item('t.trait_values', 0) }} as first_name,
+        {{ cdp.list_item('t.trait_values', 1) }} as last_name,
+        t.email,
+        t.phone,
+        {{ cdp.try_cast(cdp.list_item('t.trait_values', 2), 'date') }} as birth_date,
+        {{ cdp.list_item('t.trait_values', 3) }} as city,
+        {{ cdp.list_item('t.trait_values', 4) }} as postal_code,
+        -- CRM MailingCountry, or the web form's country
+        coalesce({{ cdp.list_item('t.trait_values', 5) }}, {{ cdp.list_item('t.trait_values', 6) }}) as country,
+        {{ cdp.list_item('t.trait_values', 7) }} as program_interest,
+        {{ cdp.list_item('t.trait_values', 8) }} as application_stage,
+        {{ cdp.list_item('t.trait_values', 9) }} as enrollment_status,
+        {{ cdp.try_cast(cdp.list_item('t.trait_values', 10), 'boolean') }} as has_opted_out_of_email,
+        a.last_bronze_loaded_at,
+        {{ cdp.current_utc_timestamp() }} as updated_at
+    from activity as a
+    left join latest_traits as t
+        on t.anchor_type = a.anchor_type
+        and t.anchor_value = a.anchor_value
+        and t.source = a.source
 
 ),
 
@@ -148,7 +183,8 @@ combined as (
             else o.{{ trait }}
         end as {{ trait }},
         {%- endfor %}
-        n.last_bronze_loaded_at
+        n.last_bronze_loaded_at,
+        n.updated_at
     from aggregated as n
     left join {{ this }} as o
         on o.anchor_source_key = n.anchor_source_key

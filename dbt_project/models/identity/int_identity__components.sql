@@ -37,7 +37,8 @@
             union distinct
             select n.identifier_key from ' ~ nodes ~ ' as n
             left join ' ~ this ~ ' as c on c.identifier_key = n.identifier_key
-            where c.identifier_key is null or c.is_shared <> n.is_shared or c.is_blocked <> n.is_blocked') -%}
+            where n.updated_at > (select max(updated_at) from ' ~ this ~ ')
+                and (c.identifier_key is null or c.is_shared <> n.is_shared or c.is_blocked <> n.is_blocked)') -%}
         {%- do run_query('create or replace table ' ~ work_nodes ~ ' as
             with affected as (
                 select identifier_key from ' ~ work_seeds ~ '

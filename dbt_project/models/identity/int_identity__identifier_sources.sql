@@ -57,7 +57,8 @@ keyed as (
         first_seen_at,
         last_seen_at,
         event_count,
-        last_bronze_loaded_at
+        last_bronze_loaded_at,
+        {{ cdp.current_utc_timestamp() }} as updated_at
     from aggregated
 
 ),
@@ -76,7 +77,8 @@ combined as (
         least(n.first_seen_at, coalesce(o.first_seen_at, n.first_seen_at)) as first_seen_at,
         greatest(n.last_seen_at, coalesce(o.last_seen_at, n.last_seen_at)) as last_seen_at,
         n.event_count + coalesce(o.event_count, 0) as event_count,
-        n.last_bronze_loaded_at
+        n.last_bronze_loaded_at,
+        n.updated_at
     from keyed as n
     left join {{ this }} as o
         on o.identifier_source_key = n.identifier_source_key

@@ -6,9 +6,16 @@
       (var cdp__identity_max_per_profile), e.g. a family tablet on which four students log in with
       their own accounts. All its links are cut (int_identity__cut_edges says which and why) and it
       stays a profile of its own, so the students are not fused into one person.
-    Rebuilt every run: verdicts depend on all edges, and counting degrees is one pass over them.
+    Incremental: only identifiers seen again or touched by a new edge get new verdicts (an
+    identifier's degree changes only through a new edge). After editing the blocklist seed, run
+    `dbt build --full-refresh -s path:dbt_project/models/identity path:dbt_project/models/gold`.
 -#}
-{{ config(materialized='table') }}
+{{ config(
+    materialized='incremental',
+    unique_key='identifier_key',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+) }}
 -- depends_on: {{ ref('identity_blocklist') }}
 
 {%- set limits = cdp.identity_max_per_profile() %}
@@ -22,6 +29,23 @@
 
 with
 
+{% if is_incremental() %}
+
+touched as (
+
+    select identifier_key from {{ ref('int_identity__identifier_sources') }}
+    where updated_at > {{ cdp.watermark('updated_at') }}
+    union distinct
+    select identifier_key_a as identifier_key from {{ ref('int_identity__edges') }}
+    where loaded_at > {{ cdp.watermark('updated_at') }}
+    union distinct
+    select identifier_key_b as identifier_key from {{ ref('int_identity__edges') }}
+    where loaded_at > {{ cdp.watermark('updated_at') }}
+
+),
+
+{% endif %}
+
 identifiers as (
 
     select
@@ -30,6 +54,9 @@ identifiers as (
         identifier_value,
         min(first_landed_at) as first_landed_at
     from {{ ref('int_identity__identifier_sources') }}
+    {% if is_incremental() -%}
+    where identifier_key in (select identifier_key from touched)
+    {%- endif %}
     group by identifier_key, identifier_type, identifier_value
 
 ),
@@ -58,22 +85,40 @@ blocked as (
 
 ),
 
-live_edges as (
+scope_edges as (
 
-    select e.identifier_key_a, e.identifier_key_b, e.identifier_type_a, e.identifier_type_b
+    -- the edges of the identifiers being (re)judged, from either end
+    select e.identifier_key_a as identifier_key, e.identifier_key_b as neighbour_key, e.identifier_type_b as neighbour_type
     from {{ ref('int_identity__edges') }} as e
-    where not exists (select 1 from blocked as b where b.identifier_key = e.identifier_key_a)
-        and not exists (select 1 from blocked as b where b.identifier_key = e.identifier_key_b)
+    inner join identifiers as i
+        on i.identifier_key = e.identifier_key_a
+    union all
+    select e.identifier_key_b as identifier_key, e.identifier_key_a as neighbour_key, e.identifier_type_a as neighbour_type
+    from {{ ref('int_identity__edges') }} as e
+    inner join identifiers as i
+        on i.identifier_key = e.identifier_key_b
+
+),
+
+all_blocked as (
+
+    -- blocked endpoints: the verdicts of this run, and the stored ones of the identifiers not rejudged
+    select identifier_key from blocked
+    {% if is_incremental() -%}
+    union all
+    select identifier_key from {{ this }}
+    where is_blocked and identifier_key not in (select identifier_key from touched)
+    {%- endif %}
 
 ),
 
 neighbours as (
 
-    select identifier_key_a as identifier_key, identifier_key_b as neighbour_key, identifier_type_b as neighbour_type
-    from live_edges
-    union all
-    select identifier_key_b as identifier_key, identifier_key_a as neighbour_key, identifier_type_a as neighbour_type
-    from live_edges
+    -- a link to or from a blocklisted identifier does not count
+    select n.*
+    from scope_edges as n
+    where not exists (select 1 from all_blocked as b where b.identifier_key = n.identifier_key)
+        and not exists (select 1 from all_blocked as b where b.identifier_key = n.neighbour_key)
 
 ),
 
@@ -124,7 +169,8 @@ final as (
         b.identifier_key is not null as is_blocked,
         b.blocked_reason,
         s.identifier_key is not null as is_shared,
-        s.shared_reason
+        s.shared_reason,
+        {{ cdp.current_utc_timestamp() }} as updated_at
     from identifiers as i
     left join blocked as b
         on b.identifier_key = i.identifier_key

@@ -16,7 +16,7 @@ with
 
 current_ids as (
 
-    select distinct profile_id from {{ ref('profile_identifiers') }}
+    select profile_id from {{ ref('profiles') }}
 
 ),
 
