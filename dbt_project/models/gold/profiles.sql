@@ -19,6 +19,8 @@
 ) }}
 
 {%- set confidence = cdp.identity_link_confidence() %}
+{#- the order of crm_values below: the first eight are these -#}
+{%- set contact_traits = ['first_name', 'last_name', 'email', 'phone', 'birth_date', 'city', 'postal_code', 'country'] %}
 {%- set components_relation = ref('int_identity__components') %}
 {%- set profile_map_relation = ref('int_identity__profile_map') %}
 
@@ -111,60 +113,98 @@ profile_activity as (
 
 ),
 
-rolled_up as (
+crm_traits as (
+
+    -- the most recently modified CRM contact of the profile, whole (one max_by of a list, not one per field)
+    select
+        profile_id,
+        max_by(
+            [first_name, last_name, email, phone, cast(birth_date as {{ dbt.type_string() }}), city, postal_code,
+             country, program_interest, application_stage, enrollment_status, anchor_value],
+            traits_sort_key
+        ) as crm_values,
+        -- one activity row per anchor and source: the Salesforce rows are the profile's contacts
+        count(*) as crm_contacts,
+        max(case when has_opted_out_of_email then 1 else 0 end) as crm_email_opt_out
+    from profile_activity
+    where source = 'salesforce'
+    group by profile_id
+
+),
+
+latest_traits as (
+
+    -- field by field, the latest non-null value of any trait event (CRM, web form, app login)
+    select
+        profile_id,
+        {%- for trait in contact_traits %}
+        max_by({{ trait }}, case when {{ trait }} is not null then traits_sort_key end) as {{ trait }},
+        {%- endfor %}
+        max_by(source, traits_sort_key) as latest_trait_source
+    from profile_activity
+    where traits_sort_key is not null
+    group by profile_id
+
+),
+
+behaviour as (
 
     select
         profile_id,
 
-        -- contact: the CRM first, then the latest web form / app login
-        {%- for trait in ['first_name', 'last_name', 'email', 'phone', 'birth_date', 'city', 'postal_code', 'country'] %}
-        coalesce(
-            max_by({{ trait }}, case when source = 'salesforce' then traits_sort_key end),
-            max_by({{ trait }}, case when {{ trait }} is not null then traits_sort_key end)
-        ) as {{ trait }},
-        {%- endfor %}
-        case
-            when count(case when source = 'salesforce' then 1 end) > 0 then 'salesforce'
-            else max_by(source, traits_sort_key)
-        end as contact_source,
-        max_by(anchor_value, case when source = 'salesforce' then traits_sort_key end) as crm_contact_id,
-        -- one activity row per anchor and source: the Salesforce rows are the profile's contacts
-        count(case when source = 'salesforce' then 1 end) as crm_contacts,
-
-        -- admissions funnel: the CRM only
-        max_by(program_interest, case when source = 'salesforce' then traits_sort_key end) as program_interest,
-        max_by(application_stage, case when source = 'salesforce' then traits_sort_key end) as application_stage,
-        max_by(enrollment_status, case when source = 'salesforce' then traits_sort_key end) as enrollment_status,
-
         -- consent signals, most restrictive: any opted-out identity opts the profile out
-        max(case when source = 'salesforce' and has_opted_out_of_email then 1 else 0 end) as crm_email_opt_out,
         max(last_email_opt_out_at) as last_email_opt_out_at,
         max(case when last_whatsapp_opt_out_at > coalesce(last_whatsapp_opt_in_at, last_whatsapp_opt_out_at - interval 1 day)
             then 1 else 0 end) as whatsapp_opted_out,
         max(last_whatsapp_opt_in_at) as last_whatsapp_opt_in_at,
 
-        -- behaviour
+        -- events per source and behaviour
         cast(sum(case when source = 'web' then event_count else 0 end) as {{ dbt.type_bigint() }}) as web_events,
         cast(sum(case when source = 'app' then event_count else 0 end) as {{ dbt.type_bigint() }}) as app_events,
         cast(sum(case when source = 'salesforce' then event_count else 0 end) as {{ dbt.type_bigint() }}) as crm_versions,
         cast(sum(case when source = 'email' then event_count else 0 end) as {{ dbt.type_bigint() }}) as email_events,
         cast(sum(case when source = 'whatsapp' then event_count else 0 end) as {{ dbt.type_bigint() }}) as whatsapp_messages,
-        cast(sum(page_views) as {{ dbt.type_bigint() }}) as page_views,
-        cast(sum(brochure_downloads) as {{ dbt.type_bigint() }}) as brochure_downloads,
-        cast(sum(form_submits) as {{ dbt.type_bigint() }}) as form_submits,
-        cast(sum(app_sessions) as {{ dbt.type_bigint() }}) as app_sessions,
-        cast(sum(lessons_completed) as {{ dbt.type_bigint() }}) as lessons_completed,
-        cast(sum(quizzes_submitted) as {{ dbt.type_bigint() }}) as quizzes_submitted,
+        {%- for count in ['page_views', 'brochure_downloads', 'form_submits', 'app_sessions', 'lessons_completed',
+            'quizzes_submitted', 'email_opens', 'email_clicks', 'email_bounces'] %}
+        cast(sum({{ count }}) as {{ dbt.type_bigint() }}) as {{ count }},
+        {%- endfor %}
         sum(quiz_score_sum) as quiz_score_sum,
-        cast(sum(email_opens) as {{ dbt.type_bigint() }}) as email_opens,
-        cast(sum(email_clicks) as {{ dbt.type_bigint() }}) as email_clicks,
-        cast(sum(email_bounces) as {{ dbt.type_bigint() }}) as email_bounces,
         max(case when source = 'web' then last_seen_at end) as last_web_at,
         max(case when source = 'app' then last_seen_at end) as last_app_at,
         min(first_seen_at) as first_seen_at,
         max(last_seen_at) as last_seen_at
     from profile_activity
     group by profile_id
+
+),
+
+rolled_up as (
+
+    select
+        b.*,
+
+        -- contact: the CRM first, then the latest web form / app login (field by field)
+        {%- for trait in contact_traits %}
+        {%- if trait == 'birth_date' %}
+        coalesce({{ cdp.try_cast(cdp.list_item('c.crm_values', loop.index0), 'date') }}, t.birth_date) as birth_date,
+        {%- else %}
+        coalesce({{ cdp.list_item('c.crm_values', loop.index0) }}, t.{{ trait }}) as {{ trait }},
+        {%- endif %}
+        {%- endfor %}
+        case when c.profile_id is not null then 'salesforce' else t.latest_trait_source end as contact_source,
+        {{ cdp.list_item('c.crm_values', 11) }} as crm_contact_id,
+        coalesce(c.crm_contacts, 0) as crm_contacts,
+
+        -- admissions funnel: the CRM only
+        {{ cdp.list_item('c.crm_values', 8) }} as program_interest,
+        {{ cdp.list_item('c.crm_values', 9) }} as application_stage,
+        {{ cdp.list_item('c.crm_values', 10) }} as enrollment_status,
+        coalesce(c.crm_email_opt_out, 0) as crm_email_opt_out
+    from behaviour as b
+    left join crm_traits as c
+        on c.profile_id = b.profile_id
+    left join latest_traits as t
+        on t.profile_id = b.profile_id
 
 ),
 
