@@ -4,14 +4,15 @@
 2. time `dbt run` of the identity and gold models (full build) and its peak memory;
 3. evaluate identity against the ground truth (pairwise precision / recall / F1), deterministic;
 4. make --new-events new events of existing people (copies of landed web, app, email and WhatsApp
-   records with new ids and later timestamps, so they touch existing profiles), land them, build
-   bronze + silver incrementally, then time the incremental identity + gold run;
+   records with new ids, so they touch existing profiles), land them, build bronze + silver
+   incrementally, then time the incremental identity + gold run; steps 2 and 4 run --repeat times
+   and medians are reported;
 5. rebuild with probabilistic auto-merge on and evaluate again (what auto-merge adds).
 
 Generated data and the warehouse stay in var/bench/identity/ between runs (--reuse skips steps 1 and
 the silver build when they are there). Results go to var/bench/identity/results.json.
 
-    python benchmarks/identity.py [--people 1000000] [--new-events 10000] [--reuse]
+    python benchmarks/identity.py [--people 1000000] [--new-events 10000] [--repeat 3] [--reuse]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import uuid
@@ -88,6 +90,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=1_000_000)
     parser.add_argument("--new-events", type=int, default=10_000)
     parser.add_argument("--reuse", action="store_true", help="keep the generated data and silver build")
+    parser.add_argument("--repeat", type=int, default=3, help="full and incremental runs, medians reported")
     args = parser.parse_args()
     home = ROOT / "var" / "bench" / "identity"
     env = {
@@ -119,10 +122,13 @@ def main() -> None:
         print("reusing generated data and the silver build; full-refreshing identity and gold", flush=True)
         dbt(env, "seed")
 
-    seconds, gib = dbt(env, "run", "--full-refresh", "--select", *IDENTITY_AND_GOLD)
-    results["full_s"], results["full_gib"] = round(seconds, 1), round(gib, 2)
-    print(f"identity + gold, full build: {seconds:.1f} s, peak {gib:.2f} GiB", flush=True)
-    seconds, gib = dbt(env, "test", "--select", *IDENTITY_AND_GOLD)
+    fulls = []
+    for _ in range(args.repeat):
+        fulls.append(dbt(env, "run", "--full-refresh", "--select", *IDENTITY_AND_GOLD))
+        print(f"identity + gold, full build: {fulls[-1][0]:.1f} s, peak {fulls[-1][1]:.2f} GiB", flush=True)
+    results["full_s"] = round(statistics.median(f[0] for f in fulls), 1)
+    results["full_gib"] = round(statistics.median(f[1] for f in fulls), 2)
+    seconds, _ = dbt(env, "test", "--select", *IDENTITY_AND_GOLD)
     results["tests_s"] = round(seconds, 1)
     print(f"identity + gold data tests: {seconds:.1f} s", flush=True)
     results["deterministic"] = evaluate(env, generated / "ground_truth.parquet")
@@ -131,15 +137,22 @@ def main() -> None:
           f"profiles {det['profiles']:,} persons {det['persons']:,} largest cluster {det['largest_cluster']}",
           flush=True)
 
-    files = new_events(generated, home / "new-events", args.new_events, seed=len(list(home.glob("new-*"))))
-    for source, path in files.items():
-        measure([CDP, "land", source, str(path)], env)
-    seconds, _ = dbt(env, "run", "--select", *BRONZE_AND_SILVER)
-    results["incremental_silver_s"] = round(seconds, 1)
-    seconds, gib = dbt(env, "run", "--select", *IDENTITY_AND_GOLD)
-    results["incremental_s"], results["incremental_gib"] = round(seconds, 1), round(gib, 2)
-    print(f"{args.new_events:,} new events: bronze + silver {results['incremental_silver_s']} s, "
-          f"identity + gold {seconds:.1f} s, peak {gib:.2f} GiB", flush=True)
+    silver_runs, identity_runs = [], []
+    for _ in range(args.repeat):
+        # fresh events every time (a new folder, a new seed): the same events again would be duplicates
+        runs = home / "new-events"
+        batch_dir = runs / f"run-{len(list(runs.glob('run-*'))) if runs.exists() else 0:03d}"
+        files = new_events(generated, batch_dir, args.new_events, seed=1000 + len(list(runs.glob("run-*"))))
+        for source, path in files.items():
+            measure([CDP, "land", source, str(path)], env)
+        silver_runs.append(dbt(env, "run", "--select", *BRONZE_AND_SILVER))
+        identity_runs.append(dbt(env, "run", "--select", *IDENTITY_AND_GOLD))
+        print(f"{args.new_events:,} new events: bronze + silver {silver_runs[-1][0]:.1f} s, "
+              f"identity + gold {identity_runs[-1][0]:.1f} s, peak {identity_runs[-1][1]:.2f} GiB", flush=True)
+    results["incremental_silver_s"] = round(statistics.median(r[0] for r in silver_runs), 1)
+    results["incremental_s"] = round(statistics.median(r[0] for r in identity_runs), 1)
+    results["incremental_gib"] = round(statistics.median(r[1] for r in identity_runs), 2)
+    results["repeats"] = args.repeat
 
     seconds, _ = dbt(env, "run", "--select", *IDENTITY_AND_GOLD, "--vars", "{cdp__identity_auto_merge: true}")
     results["auto_merge_s"] = round(seconds, 1)
