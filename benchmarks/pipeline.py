@@ -1,5 +1,5 @@
-"""`make bench`: time and peak memory of generate, land and run (landing + bronze + silver through
-Dagster and dbt) at several population sizes, on this machine.
+"""`make bench`: time and peak memory of generate, land and run (landing, bronze, silver, identity and
+gold through Dagster and dbt) at several population sizes, on this machine.
 
 Every step runs as its own `cdp` process in a scratch home under var/bench/, and its peak memory is
 the largest sum of resident memory over the process tree (cdp plus the dbt subprocess it starts),
@@ -91,7 +91,8 @@ def main() -> None:
         table.append(row)
     bench_dir.mkdir(parents=True, exist_ok=True)
     (bench_dir / "results.json").write_text(json.dumps(table, indent=2))
-    print("\n| people | generate | land | run (bronze + silver) | land + run | peak memory (generate / land / run) |")
+    print("\n| people | generate | land | run (bronze -> gold, with tests) | land + run "
+          "| peak memory (generate / land / run) |")
     print("|---:|---:|---:|---:|---:|---|")
     for r in table:
         print(f"| {r['people']:,} | {r['generate_s']} s | {r['land_s']} s | {r['run_s']} s | {r['land_plus_run_s']} s "
