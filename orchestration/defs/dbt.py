@@ -61,12 +61,14 @@ class CdpDbtTranslator(DagsterDbtTranslator):
         return fqn[1] if len(fqn) > 2 else "default"
 
 
-@dbt_assets(
-    manifest=ensure_manifest(dbt_project),
-    project=dbt_project,
-    dagster_dbt_translator=CdpDbtTranslator(),
-)
-def cdp_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+# Two dbt steps, not one: a blocking quality gate on silver (defs/quality.py) can then stop identity
+# and gold from building on bad data, because Dagster starts the second step only after the gate passed.
+# The split follows the folders; anything not in bronze or silver (identity, gold, later layers) is
+# in the second step.
+SILVER_SELECTION = "path:dbt_project/models/bronze path:dbt_project/models/silver resource_type:seed"
+
+
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
     for event in dbt.cli(["build"], context=context).stream():
         # dbt prints its own per-model progress; failed checks are repeated where people look for them.
         if isinstance(event, dg.AssetCheckResult) and not event.passed:
@@ -74,7 +76,30 @@ def cdp_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> It
         yield event
 
 
+@dbt_assets(
+    manifest=ensure_manifest(dbt_project),
+    project=dbt_project,
+    dagster_dbt_translator=CdpDbtTranslator(),
+    select=SILVER_SELECTION,
+    name="cdp_dbt_bronze_silver",
+)
+def cdp_dbt_bronze_silver(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    yield from _build(context, dbt)
+
+
+@dbt_assets(
+    manifest=ensure_manifest(dbt_project),
+    project=dbt_project,
+    dagster_dbt_translator=CdpDbtTranslator(),
+    select="fqn:*",
+    exclude=SILVER_SELECTION,
+    name="cdp_dbt_identity_gold",
+)
+def cdp_dbt_identity_gold(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    yield from _build(context, dbt)
+
+
 defs = dg.Definitions(
-    assets=[cdp_dbt_models],
+    assets=[cdp_dbt_bronze_silver, cdp_dbt_identity_gold],
     resources={"dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())},
 )
