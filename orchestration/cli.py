@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connectors.base import SourceError
 from connectors.landing import SOURCES, LandedBatch, LandingError, LandingZone
@@ -139,6 +139,12 @@ def run_pipeline(settings: Settings) -> float:
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
+    failed_gates = _print_gates(result.get_asset_check_evaluations())
+    if failed_gates:
+        raise CliError(
+            f"run {result.run_id[:8]}: quality gate {', '.join(failed_gates)} failed, so what depends on it was "
+            "not built; the failed expectations and sample rows are in the run's check results (make ui)"
+        )
     if not result.success:
         failures = [
             event.step_key + ": " + (event.event_specific_data.error.message.strip().splitlines() or ["failed"])[0]
@@ -149,6 +155,19 @@ def run_pipeline(settings: Settings) -> float:
             f"run {result.run_id[:8]} failed: " + ("; ".join(failures) or "see the run in the Dagster UI (make ui)")
         )
     return time.monotonic() - start
+
+
+def _print_gates(evaluations: Sequence[Any]) -> list[str]:
+    """Prints the quality gates' results (asset checks named gate_*); returns the names of those that failed."""
+    failed = []
+    for evaluation in sorted(evaluations, key=lambda e: e.check_name):
+        if not evaluation.check_name.startswith("gate_"):
+            continue
+        summary = evaluation.description or ""
+        print(f"{evaluation.check_name:<26}{'passed' if evaluation.passed else 'FAILED':<8}{summary}")
+        if not evaluation.passed:
+            failed.append(evaluation.check_name)
+    return failed
 
 
 def cmd_run(args: argparse.Namespace) -> int:

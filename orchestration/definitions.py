@@ -2,6 +2,6 @@
 
 import dagster as dg
 
-from orchestration.defs import dbt, ingest
+from orchestration.defs import dbt, ingest, quality
 
-defs = dg.Definitions.merge(ingest.defs, dbt.defs)
+defs = dg.Definitions.merge(ingest.defs, dbt.defs, quality.defs)

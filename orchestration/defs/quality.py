@@ -1,0 +1,106 @@
+"""Quality gates as blocking Dagster asset checks (Great Expectations suites in orchestration/quality/).
+
+- Gate 2 (bronze -> silver) guards `silver/events`: when it fails, the identity and gold step does not
+  start (the check is blocking and the dbt build runs in two steps, see defs/dbt.py).
+- Gate 3 (silver -> gold) guards `gold/profiles`: what reads gold later (serving, reverse ETL) waits on it.
+
+Gate 2 validates only the events loaded since the last run that passed it (a watermark kept in
+var/quality/); a failed gate keeps its watermark, so the bad rows are checked again until they are fixed.
+Each validation writes Great Expectations data docs (HTML) under var/quality/docs/<gate>/.
+"""
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from orchestration.progress import report
+from orchestration.quality.gates import GateResult
+from orchestration.settings import Settings
+
+EVENTS = dg.AssetKey(["silver", "events"])
+PROFILES = dg.AssetKey(["gold", "profiles"])
+
+
+def _quality_dir() -> Path:
+    path = Settings.from_env().home / "var" / "quality"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _result(context: dg.AssetCheckExecutionContext, outcome: GateResult) -> dg.AssetCheckResult:
+    report(context, outcome.summary())
+    failed = outcome.failed()
+    metadata: dict[str, dg.MetadataValue | str | int | float] = {
+        "summary": outcome.summary(),
+        "rows_checked": outcome.rows_checked,
+        "seconds": round(outcome.seconds, 2),
+        "expectations": dg.MetadataValue.md(
+            "| expectation | result | observed |\n|---|---|---|\n"
+            + "\n".join(
+                f"| `{e.expectation}` | {'passed' if e.success else '**failed**'} | {e.observed} |"
+                for e in outcome.expectations
+            )
+        ),
+    }
+    for e in failed:
+        # sample rows hold timestamps: round-trip through JSON text so that Dagster can store them
+        sample = json.loads(json.dumps({"observed": e.observed, "sample_rows": e.sample_rows}, default=str))
+        metadata[f"failed: {e.expectation}"[:120]] = dg.MetadataValue.json(sample)
+    if outcome.docs_path is not None:
+        metadata["data_docs"] = dg.MetadataValue.path(str(outcome.docs_path))
+    return dg.AssetCheckResult(
+        passed=outcome.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=outcome.summary(),
+    )
+
+
+@dg.asset_check(
+    asset=EVENTS,
+    name="gate_2_bronze_to_silver",
+    blocking=True,
+    description="Great Expectations gate 2: required fields, types, source values, unique event_id, "
+    "every batch in bronze. Blocks identity and gold when it fails.",
+)
+def gate_2_bronze_to_silver(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    from orchestration.quality import run_gate
+
+    settings = Settings.from_env()
+    state_file = _quality_dir() / "gate_2_watermark.json"
+    since = None
+    if state_file.exists():
+        since = datetime.fromisoformat(json.loads(state_file.read_text())["validated_through"])
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        outcome = run_gate("gate_2_silver", con, since=since, docs_dir=_quality_dir() / "docs" / "gate_2")
+        latest = con.execute("select max(bronze_loaded_at) from silver.events").fetchone()[0]
+    if outcome.success and latest is not None:
+        state_file.write_text(json.dumps({"validated_through": latest.isoformat()}))
+    return _result(context, outcome)
+
+
+@dg.asset_check(
+    asset=PROFILES,
+    name="gate_3_silver_to_gold",
+    blocking=True,
+    description="Great Expectations gate 3: profile completeness >= 60 %, mean identity confidence >= 0.85, "
+    "no orphan identifiers, largest cluster below CDP_GATE_MAX_CLUSTER (50).",
+)
+def gate_3_silver_to_gold(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    import os
+
+    from orchestration.quality import run_gate
+
+    settings = Settings.from_env()
+    max_cluster = int(os.environ.get("CDP_GATE_MAX_CLUSTER", "50"))
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        outcome = run_gate(
+            "gate_3_gold", con, docs_dir=_quality_dir() / "docs" / "gate_3", max_cluster_size=max_cluster
+        )
+    return _result(context, outcome)
+
+
+defs = dg.Definitions(asset_checks=[gate_2_bronze_to_silver, gate_3_silver_to_gold])
