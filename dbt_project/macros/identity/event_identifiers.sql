@@ -1,5 +1,6 @@
 {#-
-    The identifiers an event carries. silver.events holds them in one column per type, already
+    The identifiers an event carries. silver.events holds them in one column per type, named after
+    the type (anonymous_id, device_id, email, phone, crm_id, user_id), already
     normalized (emails lower-cased, phones E.164). Sessions are not identifiers: a session lives inside
     one browser, so its anonymous_id says the same. For Salesforce, events.phone is the MobilePhone:
     the `Phone` field is often a landline or an office line that several people share.
@@ -7,12 +8,6 @@
     Everything here is computed row by row (no grouping or join per event): at 10M events that is the
     difference between seconds and minutes.
 -#}
-
-{#- The SQL expression of an identifier type on a silver.events row. -#}
-{% macro event_identifier_expr(type) -%}
-    {{ type }}
-{%- endmacro %}
-
 
 {#-
     The event's anchor: its strongest identifier (cdp__identity_type_priority). The event belongs to
@@ -22,7 +17,7 @@
 {% macro event_anchor_type() -%}
     case
         {%- for type in cdp.identity_type_priority() %}
-        when {{ cdp.event_identifier_expr(type) }} is not null then '{{ type }}'
+        when {{ type }} is not null then '{{ type }}'
         {%- endfor %}
     end
 {%- endmacro %}
@@ -30,7 +25,7 @@
 {% macro event_anchor_value() -%}
     coalesce(
         {%- for type in cdp.identity_type_priority() %}
-        {{ cdp.event_identifier_expr(type) }}{{ ',' if not loop.last }}
+        {{ type }}{{ ',' if not loop.last }}
         {%- endfor %}
     )
 {%- endmacro %}
@@ -46,9 +41,9 @@
         landed_at,
         bronze_loaded_at,
         '{{ type }}' as identifier_type,
-        {{ cdp.event_identifier_expr(type) }} as identifier_value
+        {{ type }} as identifier_value
     from {{ events }}
-    where {{ cdp.event_identifier_expr(type) }} is not null
+    where {{ type }} is not null
     {% if not loop.last %}union all{% endif %}
     {%- endfor %}
 {%- endmacro %}
@@ -64,13 +59,13 @@
         anchor_type,
         anchor_value,
         '{{ type }}' as identifier_type,
-        {{ cdp.event_identifier_expr(type) }} as identifier_value,
+        {{ type }} as identifier_value,
         event_id,
         source,
         landed_at,
         bronze_loaded_at
     from {{ events }}
-    where {{ cdp.event_identifier_expr(type) }} is not null
+    where {{ type }} is not null
         and anchor_type <> '{{ type }}'
     {% if not loop.last %}union all{% endif %}
     {%- endfor %}

@@ -39,14 +39,15 @@ profile_map as (
 ),
 
 {% if is_incremental() %}
+{%- set since = cdp.watermark('updated_at') %}
 
 affected as (
 
     select identifier_key from identifier_sources
-    where updated_at > {{ cdp.watermark('updated_at') }}
+    where updated_at > {{ since }}
     union distinct
     select identifier_key from components
-    where updated_at > {{ cdp.watermark('updated_at') }}
+    where updated_at > {{ since }}
     union distinct
     select c.identifier_key
     from components as c

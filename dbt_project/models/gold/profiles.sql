@@ -54,19 +54,20 @@ profile_map as (
 ),
 
 {% if is_incremental() %}
+{%- set since = cdp.watermark('computed_at') %}
 
 changed_components as (
 
     -- what changed since the last run: relabelled components, new activity, probabilistic merges,
     -- and any component that has no profile yet (self-healing, e.g. after a merge was undone)
     select component_id from components
-    where updated_at > {{ cdp.watermark('computed_at') }}
+    where updated_at > {{ since }}
     union distinct
     select c.component_id
     from activity as a
     inner join components as c
         on c.identifier_key = a.anchor_key
-    where a.updated_at > {{ cdp.watermark('computed_at') }}
+    where a.updated_at > {{ since }}
     union distinct
     select component_id from profile_map
     union distinct

@@ -30,17 +30,18 @@
 with
 
 {% if is_incremental() %}
+{%- set since = cdp.watermark('updated_at') %}
 
 touched as (
 
     select identifier_key from {{ ref('int_identity__identifier_sources') }}
-    where updated_at > {{ cdp.watermark('updated_at') }}
+    where updated_at > {{ since }}
     union distinct
     select identifier_key_a as identifier_key from {{ ref('int_identity__edges') }}
-    where loaded_at > {{ cdp.watermark('updated_at') }}
+    where loaded_at > {{ since }}
     union distinct
     select identifier_key_b as identifier_key from {{ ref('int_identity__edges') }}
-    where loaded_at > {{ cdp.watermark('updated_at') }}
+    where loaded_at > {{ since }}
 
 ),
 
