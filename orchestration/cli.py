@@ -160,11 +160,14 @@ def run_pipeline(settings: Settings) -> float:
 def _print_gates(evaluations: Sequence[Any]) -> list[str]:
     """Prints the quality gates' results (asset checks named gate_*); returns the names of those that failed."""
     failed = []
-    for evaluation in sorted(evaluations, key=lambda e: e.check_name):
+    for evaluation in sorted(evaluations, key=lambda e: (e.check_name, e.asset_key.to_user_string())):
         if not evaluation.check_name.startswith("gate_"):
             continue
         summary = evaluation.description or ""
-        print(f"{evaluation.check_name:<26}{'passed' if evaluation.passed else 'FAILED':<8}{summary}")
+        label = evaluation.check_name
+        if label.startswith("gate_1"):  # one gate 1 per source: name the source
+            label += f" ({evaluation.asset_key.path[-1]})"
+        print(f"{label:<40}{'passed' if evaluation.passed else 'FAILED':<8}{summary}")
         if not evaluation.passed:
             failed.append(evaluation.check_name)
     return failed

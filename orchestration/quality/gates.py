@@ -69,6 +69,8 @@ class ExpectationOutcome:
     success: bool
     observed: str  # short text of the observed value / unexpected count
     sample_rows: list[dict]  # up to 5 offending rows (or empty)
+    # False for a record-level expectation whose failing records are quarantined (gate 1): reported, not blocking
+    blocking: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,12 @@ class GateResult:
     docs_path: Path | None  # the GE data docs index.html for this validation, if built
 
     def failed(self) -> list[ExpectationOutcome]:
-        return [outcome for outcome in self.expectations if not outcome.success]
+        """The failed blocking expectations: the reasons the gate failed."""
+        return [outcome for outcome in self.expectations if not outcome.success and outcome.blocking]
+
+    def quarantined(self) -> list[ExpectationOutcome]:
+        """The failed record-level expectations: their records are quarantined, the gate still passes."""
+        return [outcome for outcome in self.expectations if not outcome.success and not outcome.blocking]
 
     def summary(self) -> str:
         passed = sum(outcome.success for outcome in self.expectations)
@@ -89,6 +96,12 @@ class GateResult:
         text = f"{self.gate}: {verdict} {passed}/{len(self.expectations)} expectations on {self.rows_checked:,} rows"
         if not self.success:
             text += " (failed: " + ", ".join(outcome.expectation for outcome in self.failed()) + ")"
+        if self.quarantined():
+            # "59 payload_is_json_object, 60 missing_required_field": unexpected count and column of each
+            text += "; to quarantine: " + ", ".join(
+                f"{outcome.observed.split(' unexpected')[0]} {outcome.expectation.partition('(')[2].rstrip(')')}"
+                for outcome in self.quarantined()
+            )
         return text
 
 
@@ -100,9 +113,13 @@ def _name(expectation_type: str, column: str) -> str:
     return f"{expectation_type}({column})"
 
 
-def _named(expectation: Any, why: str) -> Any:
-    """Give an expectation a stable name (its type and column) and say why it exists."""
-    expectation.meta = {"name": _name(expectation.expectation_type, expectation.column), "why": why}
+def _named(expectation: Any, why: str, *, blocking: bool = True) -> Any:
+    """Give an expectation a stable name (its type and column) and say why it exists.
+
+    `blocking=False`: a record-level expectation whose failing records are quarantined; it does not fail the gate.
+    """
+    column = getattr(expectation, "column", None) or ",".join(getattr(expectation, "column_list", None) or [])
+    expectation.meta = {"name": _name(expectation.expectation_type, column), "why": why, "blocking": blocking}
     return expectation
 
 
@@ -363,10 +380,11 @@ def _outcome(
 ) -> ExpectationOutcome:
     config = validation.expectation_config
     name = (config.meta or {}).get("name") or _name(config.type, config.kwargs.get("column", ""))
+    blocking = bool((config.meta or {}).get("blocking", True))
     result = validation.result or {}
     exception = (validation.exception_info or {}).get("exception_message") if validation.exception_info else None
     if exception:
-        return ExpectationOutcome(name, False, f"error: {str(exception)[:200]}", [])
+        return ExpectationOutcome(name, False, f"error: {str(exception)[:200]}", [], blocking)
     observed = _observed(result)
     rows: list[dict] = []
     if not validation.success:
@@ -375,7 +393,7 @@ def _outcome(
             rows = _records(frame.loc[list(index)[:SAMPLE_ROWS]])
         elif name in samples:
             rows = _records(samples[name](frame))
-    return ExpectationOutcome(name, bool(validation.success), observed, rows)
+    return ExpectationOutcome(name, bool(validation.success), observed, rows, blocking)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -475,7 +493,7 @@ def run_gate(
     outcomes.sort(key=lambda outcome: order.get(outcome.expectation, len(order)))
     return GateResult(
         gate=gate,
-        success=all(outcome.success for outcome in outcomes),
+        success=all(outcome.success or not outcome.blocking for outcome in outcomes),
         rows_checked=len(frame),
         expectations=outcomes,
         seconds=time.perf_counter() - started,

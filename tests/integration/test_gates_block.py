@@ -1,4 +1,4 @@
-"""Quality gates through Dagster: `cdp run` on clean data passes gates 2 and 3 and prints them; a
+"""Quality gates through Dagster: `cdp run` on clean data passes gates 1 to 3 and prints them; a
 corrupted silver table fails gate 2, whose failed expectation and sample rows are in the check's
 result, and identity and gold are not built in that run; once the data is fixed the next run passes.
 
@@ -7,6 +7,7 @@ itself, which blocks identity and gold as well; this test uses one only the gate
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+
+from connectors.landing import SOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
 CDP = str(Path(sys.executable).parent / "cdp")
@@ -56,8 +59,10 @@ def latest_profiles_run(env: dict[str, str]) -> str:
 def test_clean_data_passes_the_gates_and_the_run_prints_them(home: dict[str, str]) -> None:
     result = cdp("run", env=home)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "gate_2_bronze_to_silver   passed" in result.stdout
-    assert "gate_3_silver_to_gold     passed" in result.stdout
+    assert re.search(r"^gate_2_bronze_to_silver +passed", result.stdout, re.M), result.stdout
+    assert re.search(r"^gate_3_silver_to_gold +passed", result.stdout, re.M), result.stdout
+    for source in SOURCES:
+        assert re.search(rf"^gate_1_landing_to_bronze \({source}\) +passed", result.stdout, re.M), result.stdout
     run_id, evaluation = latest_gate_2(home)
     assert evaluation.passed
     assert latest_profiles_run(home) == run_id
@@ -76,7 +81,7 @@ def test_a_corrupted_silver_table_fails_gate_2_and_blocks_gold(home: dict[str, s
             "bronze_loaded_at = now()::timestamp where event_id = ?", [corrupted])
     result = cdp("run", env=home)
     assert result.returncode == 1
-    assert "gate_2_bronze_to_silver   FAILED" in result.stdout
+    assert re.search(r"^gate_2_bronze_to_silver +FAILED", result.stdout, re.M), result.stdout
     assert "quality gate gate_2_bronze_to_silver failed" in result.stderr
     run_id, evaluation = latest_gate_2(home)
     assert not evaluation.passed
@@ -97,3 +102,72 @@ def test_a_corrupted_silver_table_fails_gate_2_and_blocks_gold(home: dict[str, s
     assert result.returncode == 0, result.stderr[-3000:]
     run_id, evaluation = latest_gate_2(home)
     assert evaluation.passed and latest_profiles_run(home) == run_id
+
+
+def latest_check(env: dict[str, str], key: dg.AssetCheckKey) -> tuple[str, dg.AssetCheckEvaluation]:
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        record = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)[0]
+        return record.run_id, record.event.dagster_event.event_specific_data
+
+
+def latest_materialization_run(env: dict[str, str], key: dg.AssetKey) -> str:
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        return instance.get_latest_materialization_event(key).run_id
+
+
+GATE_1_WEB = dg.AssetCheckKey(dg.AssetKey(["landing", "web"]), "gate_1_landing_to_bronze")
+BRONZE_WEB = dg.AssetKey(["bronze", "brz_web__records"])
+
+
+def test_gate_1_reports_the_records_silver_quarantines(home: dict[str, str]) -> None:
+    # The generated sources are messy on purpose: gate 1 passed on them in the first run (later runs have no new
+    # files to validate) and named the malformed records; every record it named is in silver.quarantine.
+    with dg.DagsterInstance.from_config(home["DAGSTER_HOME"]) as instance:
+        first = instance.event_log_storage.get_asset_check_execution_history(GATE_1_WEB, limit=100)[-1]
+        evaluation = first.event.dagster_event.event_specific_data
+    assert evaluation.passed
+    quarantined = {key: value.value for key, value in evaluation.metadata.items() if key.startswith("quarantined: ")}
+    assert quarantined, "the generated web data has malformed records: gate 1 must report them"
+    keys = {
+        f"{row['batch_id']}:{row['position']}"
+        for sample in quarantined.values()
+        for row in sample["sample_rows"]
+    }
+    assert keys
+    with duckdb.connect(home["CDP_WAREHOUSE_PATH"], read_only=True) as con:
+        found = {r[0] for r in con.execute(
+            "select record_key from silver.quarantine where record_key in (select unnest($keys))", {"keys": list(keys)}
+        ).fetchall()}
+    assert found == keys
+
+
+def test_a_corrupted_landing_file_fails_gate_1_and_blocks_bronze(home: dict[str, str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    before = latest_materialization_run(home, BRONZE_WEB)
+    # a batch file written by something other than the landing zone: landed_at as text and no parse_error
+    # column. Bronze must not read it (its records would be mistyped or break the load).
+    batch_id = "0123456789abcdef0123456789abcdef"
+    bad = Path(home["CDP_LANDING_PATH"]) / "web" / f"batch-{batch_id}.parquet"
+    pq.write_table(pa.table({
+        "source": ["web"], "batch_id": [batch_id], "landed_at": ["2026-11-22 10:00:00"],
+        "file_name": ["handmade.json"], "position": [0], "payload": ['{"event_id": "x"}'],
+    }), bad)
+    result = cdp("run", env=home)
+    assert result.returncode == 1
+    assert re.search(r"^gate_1_landing_to_bronze \(web\) +FAILED", result.stdout, re.M), result.stdout
+    run_id, evaluation = latest_check(home, GATE_1_WEB)
+    assert not evaluation.passed
+    failed = {key: value.value for key, value in evaluation.metadata.items() if key.startswith("failed: ")}
+    assert list(failed) == ["failed: expect_column_values_to_be_in_set(schema_conforms)"], failed
+    sample = failed["failed: expect_column_values_to_be_in_set(schema_conforms)"]["sample_rows"][0]
+    assert sample["batch_file"] == bad.name and "landed_at is string" in sample["schema_problem"]
+    assert latest_materialization_run(home, BRONZE_WEB) == before != run_id  # bronze was not built
+
+    # the file is taken out of the zone (kept aside, nothing lost): the next run passes and builds bronze
+    bad.replace(Path(home["CDP_HOME"]) / bad.name)
+    result = cdp("run", env=home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_id, evaluation = latest_check(home, GATE_1_WEB)
+    assert evaluation.passed and latest_materialization_run(home, BRONZE_WEB) == run_id
