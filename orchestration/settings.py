@@ -14,6 +14,24 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 """The repository root: dbt_project.yml, profiles.yml and the dbt_project/ folder."""
 
 
+DAGSTER_YAML_MARKER = "# written by cdp"
+DAGSTER_YAML = f"""{DAGSTER_YAML_MARKER} (orchestration/settings.py); remove this line to keep your own edits
+# No telemetry: this machine (and many users') has no network beyond package registries.
+telemetry:
+  enabled: false
+# One run at a time: DuckDB has one writer. Runs started by the sensor and the schedules queue here; `cdp run`
+# (in process, not queued) waits on the warehouse lock instead (orchestration/runlock.py).
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+# The daemon marks a run whose worker process died as failed, so the queue moves on.
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 15
+"""
+_DAGSTER_YAML_BEFORE = "telemetry:\n  enabled: false\n"  # what earlier versions wrote
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -50,9 +68,11 @@ class Settings:
         self.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         dagster_yaml = self.dagster_home / "dagster.yaml"
-        if not dagster_yaml.exists():
-            # No telemetry: this machine (and many users') has no network beyond package registries.
-            dagster_yaml.write_text("telemetry:\n  enabled: false\n")
+        # Rewritten while it is ours (starts with the marker); a user who edits it removes the marker to keep it.
+        current = dagster_yaml.read_text() if dagster_yaml.exists() else None
+        ours = current is None or current.startswith(DAGSTER_YAML_MARKER) or current == _DAGSTER_YAML_BEFORE
+        if ours and current != DAGSTER_YAML:
+            dagster_yaml.write_text(DAGSTER_YAML)
         return self
 
 

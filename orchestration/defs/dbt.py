@@ -13,8 +13,10 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from pydantic import Field
 
 from orchestration.progress import report
+from orchestration.runlock import WarehouseLock, recover_dead_run
 from orchestration.settings import PROJECT_DIR, Settings, dbt_executable
 
 settings = Settings.from_env().export()
@@ -68,8 +70,33 @@ class CdpDbtTranslator(DagsterDbtTranslator):
 SILVER_SELECTION = "path:dbt_project/models/bronze path:dbt_project/models/silver resource_type:seed"
 
 
-def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-    for event in dbt.cli(["build"], context=context).stream():
+@dg.resource(description="Holds the warehouse's run lock from the first dbt step to the end of the run "
+             "(orchestration/runlock.py); marks a run that died holding it as failed.")
+def warehouse_lock(init_context: dg.InitResourceContext) -> Iterator[WarehouseLock]:
+    settings = Settings.from_env()
+    lock = WarehouseLock(settings.warehouse_path)
+    run_id = init_context.run_id or "unknown"
+    dead = lock.acquire(run_id, on_wait=init_context.log.warning if init_context.log else print)
+    try:
+        if dead is not None and init_context.instance is not None:
+            recover_dead_run(init_context.instance, dead, run_id,
+                             init_context.log.warning if init_context.log else print)
+        yield lock
+    finally:
+        lock.release()
+
+
+class DbtBuildConfig(dg.Config):
+    full_refresh: bool = Field(
+        default=False,
+        description="Rebuild the incremental models from their inputs (the nightly reconciliation does, for "
+        "identity and gold); profile id history is never rebuilt (full_refresh: false in dbt).",
+    )
+
+
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtBuildConfig) -> Iterator[Any]:
+    args = ["build", "--full-refresh"] if config.full_refresh else ["build"]
+    for event in dbt.cli(args, context=context).stream():
         # dbt prints its own per-model progress; failed checks are repeated where people look for them.
         if isinstance(event, dg.AssetCheckResult) and not event.passed:
             report(context, f"dbt: check {event.check_name} failed on {'/'.join(event.asset_key.path)}")
@@ -83,8 +110,13 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[A
     select=SILVER_SELECTION,
     name="cdp_dbt_bronze_silver",
 )
-def cdp_dbt_bronze_silver(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-    yield from _build(context, dbt)
+def cdp_dbt_bronze_silver(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    config: DbtBuildConfig,
+    warehouse_lock: dg.ResourceParam[WarehouseLock],  # held for the whole run (see runlock.py)
+) -> Iterator[Any]:
+    yield from _build(context, dbt, config)
 
 
 @dbt_assets(
@@ -95,11 +127,19 @@ def cdp_dbt_bronze_silver(context: dg.AssetExecutionContext, dbt: DbtCliResource
     exclude=SILVER_SELECTION,
     name="cdp_dbt_identity_gold",
 )
-def cdp_dbt_identity_gold(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
-    yield from _build(context, dbt)
+def cdp_dbt_identity_gold(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    config: DbtBuildConfig,
+    warehouse_lock: dg.ResourceParam[WarehouseLock],  # held for the whole run (see runlock.py)
+) -> Iterator[Any]:
+    yield from _build(context, dbt, config)
 
 
 defs = dg.Definitions(
     assets=[cdp_dbt_bronze_silver, cdp_dbt_identity_gold],
-    resources={"dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())},
+    resources={
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+        "warehouse_lock": warehouse_lock,
+    },
 )

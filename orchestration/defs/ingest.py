@@ -15,6 +15,8 @@ from connectors.registry import FILE_SOURCES
 from orchestration.progress import report
 from orchestration.settings import Settings
 
+ZONE_WATERMARK = "zone_watermark_ns"
+
 
 def landing_asset_key(source: str) -> dg.AssetKey:
     return dg.AssetKey(["landing", source])
@@ -50,6 +52,7 @@ def build_landing_asset(source: str) -> dg.AssetsDefinition:
                     new_batches += 1
                     new_records += batch.records
         totals = zone.landed_counts()[source]
+        mtimes = [path.stat().st_mtime_ns for path in zone.batch_files(source)]
         report(context, f"landing/{source}: {new_batches} new batches ({new_records:,} records); "
                f"{totals['batches']} batches, {totals['records']:,} records in the zone")
         return dg.MaterializeResult(
@@ -59,6 +62,11 @@ def build_landing_asset(source: str) -> dg.AssetsDefinition:
                 "batches_total": totals["batches"],
                 "records_total": totals["records"],
                 "landing_path": dg.MetadataValue.path(str(settings.landing_root / source)),
+                # what this run saw of the zone: the landing sensor starts a new run only for batches after it
+                ZONE_WATERMARK: max(mtimes, default=0),
+                # when the source last delivered data (absent before its first batch): read by the source
+                # freshness checks instead of the time of this materialization
+                **({"dagster/last_updated_timestamp": dg.MetadataValue.timestamp(max(mtimes) / 1e9)} if mtimes else {}),
             }
         )
 
