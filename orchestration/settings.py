@@ -24,6 +24,12 @@ telemetry:
 concurrency:
   runs:
     max_concurrent_runs: 1
+# Look at the queue every second (default 5): a micro-batch starts sooner after its sensor tick.
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
 # The daemon marks a run whose worker process died as failed, so the queue moves on.
 run_monitoring:
   enabled: true

@@ -1,7 +1,7 @@
 """When the pipeline runs, and whether what it builds is fresh.
 
 - `landing_sensor` starts a micro-batch run (`cdp_microbatch`: every asset, incremental) as soon as a batch lands
-  in the zone after the last run saw it, or a file waits in an inbox. Every few seconds (CDP_SENSOR_INTERVAL, 5).
+  in the zone after the last run saw it, or a file waits in an inbox. Every few seconds (CDP_SENSOR_INTERVAL, 2).
 - `crm_pull_schedule` runs the CRM pull (`cdp_crm_pull`: the Salesforce landing asset and everything downstream of
   it) every hour, well inside the CRM's 4-hour freshness policy.
 - `nightly_reconciliation_schedule` (02:30 UTC) runs every asset with identity and gold rebuilt from silver
@@ -29,7 +29,7 @@ from orchestration.freshness import describe, gold_lag
 from orchestration.settings import Settings
 
 PROFILES = dg.AssetKey(["gold", "profiles"])
-SENSOR_INTERVAL = int(os.environ.get("CDP_SENSOR_INTERVAL", "5"))
+SENSOR_INTERVAL = int(os.environ.get("CDP_SENSOR_INTERVAL", "2"))
 
 microbatch_job = dg.define_asset_job(
     "cdp_microbatch",
