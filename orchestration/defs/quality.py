@@ -22,6 +22,7 @@ import duckdb
 
 from connectors.landing import SOURCES, LandingZone
 from orchestration.defs.ingest import landing_asset_key
+from orchestration.observability.logs import redact, redact_value
 from orchestration.quality.gates import ExpectationOutcome, GateResult
 from orchestration.settings import Settings
 
@@ -51,7 +52,7 @@ def _result(context: dg.AssetCheckExecutionContext, outcome: GateResult) -> dg.A
         "expectations": dg.MetadataValue.md(
             "| expectation | result | observed |\n|---|---|---|\n"
             + "\n".join(
-                f"| `{e.expectation}` | {_verdict(e)} | {e.observed} |"
+                f"| `{e.expectation}` | {_verdict(e)} | {redact(e.observed)} |"
                 for e in outcome.expectations
             )
         ),
@@ -59,7 +60,9 @@ def _result(context: dg.AssetCheckExecutionContext, outcome: GateResult) -> dg.A
     for label, outcomes in (("failed", failed), ("quarantined", outcome.quarantined())):
         for e in outcomes:
             # sample rows hold timestamps: round-trip through JSON text so that Dagster can store them
+            # redacted: a gate that finds an email where none belongs (gate 4) must not copy it into Dagster
             sample = json.loads(json.dumps({"observed": e.observed, "sample_rows": e.sample_rows}, default=str))
+            sample = redact_value(sample)
             metadata[f"{label}: {e.expectation}"[:120]] = dg.MetadataValue.json(sample)
     if outcome.docs_path is not None:
         metadata["data_docs"] = dg.MetadataValue.path(str(outcome.docs_path))
