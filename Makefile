@@ -33,6 +33,7 @@ ui: install
 bench: install
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/identity.py --reuse
+	$(BIN)/python benchmarks/freshness.py
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock:

@@ -2,9 +2,10 @@
 
     cdp generate --people N --seed S --out DIR   simulate the five sources (and the ground truth)
     cdp land DIR | cdp land SOURCE PATH...       land a generated folder, or your own export files
-    cdp run                                      materialize every asset through Dagster, in process
+    cdp run [--job NAME]                         materialize every asset (or run a job) through Dagster, in process
     cdp demo [--people N]                        generate, land, run, print the summary
     cdp summary                                  per source: landed / silver / quarantined
+    cdp metrics [--limit N]                      per-run metrics of the latest runs (ops.run_metrics)
     cdp eval identity --truth PATH [--json]      precision / recall / F1 of the profiles vs the ground truth
     cdp ui                                       the Dagster UI on this project
 
@@ -123,23 +124,32 @@ def cmd_land(args: argparse.Namespace) -> int:
 
 # --- run ----------------------------------------------------------------------------------------
 
-def run_pipeline(settings: Settings) -> float:
-    """Materialize every asset in process on the persistent Dagster instance (the UI shows the run)."""
+JOBS = ("cdp_microbatch", "cdp_crm_pull", "cdp_nightly_reconciliation")
+
+
+def run_pipeline(settings: Settings, job_name: str | None = None) -> float:
+    """Materialize every asset (or run the job `job_name`) in process on the persistent Dagster instance (the UI
+    shows the run). Another run holding the warehouse makes this one wait (orchestration/runlock.py)."""
     import dagster as dg
 
     LandingZone(settings.landing_root).init()
     start = time.monotonic()
     _progress("run: loading the Dagster definitions (dbt manifest, assets)...")
+    from orchestration import observability
     from orchestration.definitions import defs
 
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = defs.resolve_job_def(job_name) if job_name else defs.resolve_implicit_global_asset_job_def()
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            run_config=observability.run_config(),  # console at WARNING as before, plus var/logs/cdp.jsonl
         )
-    failed_gates = _print_gates(result.get_asset_check_evaluations())
+    evaluations = result.get_asset_check_evaluations()
+    failed_gates = _print_gates(evaluations)
+    failed_checks = sorted(f"{e.asset_key.to_user_string()}:{e.check_name}" for e in evaluations if not e.passed)
+    print(f"asset checks (gates, dbt tests, freshness): {len(evaluations) - len(failed_checks)} passed, "
+          f"{len(failed_checks)} failed" + (f" ({', '.join(failed_checks[:5])})" if failed_checks else ""))
     if failed_gates:
         raise CliError(
             f"run {result.run_id[:8]}: quality gate {', '.join(failed_gates)} failed, so what depends on it was "
@@ -175,7 +185,7 @@ def _print_gates(evaluations: Sequence[Any]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = Settings.from_env().export()
-    seconds = run_pipeline(settings)
+    seconds = run_pipeline(settings, args.job)
     print(f"run finished in {seconds:.1f} s")
     print_summary(settings)
     return 0
@@ -214,6 +224,28 @@ def print_summary(settings: Settings) -> None:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     print_summary(Settings.from_env())
+    return 0
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from orchestration.observability import read_run_metrics
+
+    settings = Settings.from_env()
+    if args.limit < 1:
+        raise CliError("--limit must be at least 1")
+    rows = read_run_metrics(settings.warehouse_path, limit=args.limit)
+    if not rows:
+        print(f"no run metrics yet in {settings.warehouse_path} (table ops.run_metrics): run `cdp run` first")
+        return 0
+    print(f"{'run':<10}{'finished (UTC)':<21}{'seconds':>8}{'landed':>10}{'quarant.':>10}{'profiles':>10}"
+          f"{'match rate':>11}{'gates':>8}  job")
+    for m in rows:
+        rate = "" if m.identity_match_rate is None else f"{m.identity_match_rate:.1%}"
+        print(f"{m.run_id[:8]:<10}{m.measured_at:%Y-%m-%d %H:%M:%S}  {m.run_seconds or 0:>7.1f}{m.rows_landed:>10,}"
+              f"{m.rows_quarantined or 0:>10,}{m.profiles or 0:>10,}{rate:>11}"
+              f"{f'{m.gates_passed}/{m.gates_passed + m.gates_failed}':>8}  {m.job_name or ''}")
     return 0
 
 
@@ -291,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     land.add_argument("targets", nargs="+", metavar="DIR | SOURCE PATH...")
     land.set_defaults(func=cmd_land)
 
-    run = commands.add_parser("run", help="materialize every asset (landing, bronze, silver) through Dagster")
+    run = commands.add_parser("run", help="materialize every asset (landing to gold, with every check) through Dagster")
+    run.add_argument("--job", choices=JOBS, help="run one of the scheduled jobs instead (e.g. the nightly "
+                     "reconciliation, which rebuilds identity and gold from silver)")
     run.set_defaults(func=cmd_run)
 
     demo = commands.add_parser("demo", help="generate, land, run and summarize (starts from an empty var/)")
@@ -301,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser("summary", help="per source: landed / silver / quarantined")
     summary.set_defaults(func=cmd_summary)
+
+    metrics = commands.add_parser("metrics", help="per-run metrics (ops.run_metrics): rows, match rate, gates")
+    metrics.add_argument("--limit", type=int, default=10, help="the latest N runs (10)")
+    metrics.set_defaults(func=cmd_metrics)
 
     evaluate = commands.add_parser("eval", help="evaluate the warehouse against the generator's ground truth")
     evaluations = evaluate.add_subparsers(dest="evaluation", required=True)

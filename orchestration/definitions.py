@@ -2,13 +2,14 @@
 
 import dagster as dg
 
-from orchestration.defs import automation, dbt, ingest, quality
+from orchestration.defs import automation, dbt, ingest, observability, quality
 
 defs = dg.Definitions.merge(
     ingest.defs,
     dbt.defs,
     quality.defs,
     automation.defs,
+    observability.defs,
     # One process per run: the warehouse lock (a resource) is then held from the first dbt step to the end of the
     # run, and a micro-batch does not pay for loading the definitions once per step.
     dg.Definitions(executor=dg.in_process_executor),

@@ -26,28 +26,34 @@ from connectors.landing import SOURCES, LandingZone
 from orchestration.defs.dbt import dbt_project, ensure_manifest
 from orchestration.defs.ingest import ZONE_WATERMARK, landing_asset_key
 from orchestration.freshness import describe, gold_lag
+from orchestration.observability import run_config
 from orchestration.settings import Settings
 
 PROFILES = dg.AssetKey(["gold", "profiles"])
+# The jobs' runs write the JSON log (var/logs/cdp.jsonl) as `cdp run` does; the console (the run worker's output)
+# keeps everything, as Dagster's default.
+LOGGERS = run_config(console_level="DEBUG")
 SENSOR_INTERVAL = int(os.environ.get("CDP_SENSOR_INTERVAL", "2"))
 
 microbatch_job = dg.define_asset_job(
     "cdp_microbatch",
     selection=dg.AssetSelection.all(),
     description="Land what is new, then bronze -> silver -> identity -> gold incrementally, gates included.",
+    config=LOGGERS,
     tags={"cdp/kind": "microbatch"},
 )
 crm_pull_job = dg.define_asset_job(
     "cdp_crm_pull",
     selection=dg.AssetSelection.assets(landing_asset_key("salesforce")).downstream(),
     description="Pull the CRM export waiting in the Salesforce inbox and build everything downstream of it.",
+    config=LOGGERS,
     tags={"cdp/kind": "crm_pull"},
 )
 nightly_job = dg.define_asset_job(
     "cdp_nightly_reconciliation",
     selection=dg.AssetSelection.all(),
     description="Every asset, with identity and gold rebuilt from silver (dbt --full-refresh), every test and gate.",
-    config={"ops": {"cdp_dbt_identity_gold": {"config": {"full_refresh": True}}}},
+    config={**LOGGERS, "ops": {"cdp_dbt_identity_gold": {"config": {"full_refresh": True}}}},
     tags={"cdp/kind": "nightly_reconciliation"},
 )
 

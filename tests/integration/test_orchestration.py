@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -96,6 +97,15 @@ def test_a_run_killed_half_way_is_recovered_by_the_next(generated: Path, tmp_pat
     assert cdp("run", env=clean).returncode == 0
     assert profile_partition(env["CDP_WAREHOUSE_PATH"]) == profile_partition(clean["CDP_WAREHOUSE_PATH"])
     assert not WarehouseLock(Path(env["CDP_WAREHOUSE_PATH"])).holder_path.exists()  # released at the end
+
+    # the nightly reconciliation rebuilds identity and gold from silver, and finds the same people
+    started = datetime.now(UTC).replace(tzinfo=None)
+    result = cdp("run", "--job", "cdp_nightly_reconciliation", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with duckdb.connect(env["CDP_WAREHOUSE_PATH"], read_only=True) as con:
+        oldest = con.execute("select min(loaded_at) from identity.int_identity__edges").fetchone()[0]
+    assert oldest > started  # every edge rewritten: a full refresh, not an incremental no-op
+    assert profile_partition(env["CDP_WAREHOUSE_PATH"]) == profile_partition(clean["CDP_WAREHOUSE_PATH"])
 
 
 def test_runs_never_overlap_on_the_warehouse(tmp_path: Path) -> None:
