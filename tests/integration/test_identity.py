@@ -215,6 +215,7 @@ class FixtureRuns:
     first: Warehouse
     second: Warehouse
     auto_merged: Warehouse
+    unmerged: Warehouse
     cli_stdout: str
 
 
@@ -239,7 +240,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> FixtureRuns:
     shutil.copytree(home.landing, auto.landing)
     shutil.copyfile(home.warehouse, auto.warehouse)
     auto.dbt_build("--vars", "{cdp__identity_auto_merge: true}")
-    return FixtureRuns(first, second, Warehouse(auto.warehouse), cli_stdout)
+    auto_merged = auto.snapshot("auto_merged")
+
+    # and auto-merge turned off again: an incremental run must undo the merge (a copy in its own home)
+    off = Home(tmp_path_factory.mktemp("identity_auto_merge_off"))
+    shutil.copytree(auto.landing, off.landing)
+    shutil.copyfile(auto.warehouse, off.warehouse)
+    off.dbt_build()
+    return FixtureRuns(first, second, auto_merged, Warehouse(off.warehouse), cli_stdout)
 
 
 # --- 1. five identities, one person ----------------------------------------------------------------
@@ -517,6 +525,15 @@ def test_auto_merge_merges_the_candidate(runs: FixtureRuns) -> None:
         "select surviving_profile_id, merge_kind from gold.profile_merges where retired_profile_id = ?", [retired]
     ) == (profile_id, "probabilistic")
     assert warehouse.query("select * from gold.profiles where profile_id = ?", [retired]) == []
+
+
+def test_turning_auto_merge_off_again_restores_both_profiles(runs: FixtureRuns) -> None:
+    # the survivor of an undone merge must shrink back, not keep the retired profile's events and contacts
+    columns = ("profile_id, crm_contact_id, email, web_events, app_events, crm_versions, email_events, "
+               "whatsapp_messages, crm_contacts, identifier_count, is_probabilistic_merge, identity_confidence")
+    sql = f"select {columns} from gold.profiles order by profile_id"
+    assert runs.unmerged.query(sql) == runs.second.query(sql)
+    assert runs.unmerged.value("select count(*) from gold.profile_merges where merge_kind = 'probabilistic'") == 0
 
 
 # --- 5. duplicates landed with the CLI ----------------------------------------------------------------

@@ -71,6 +71,11 @@ changed_components as (
     union distinct
     select component_id from profile_map
     union distinct
+    -- a probabilistic merge that no longer holds (auto-merge turned off, a review rejected): the
+    -- survivor is no longer in profile_map but still holds the retired profile's people
+    select profile_id from {{ this }}
+    where is_probabilistic_merge
+    union distinct
     select c.component_id
     from components as c
     where not exists (select 1 from {{ this }} as p where p.profile_id = c.component_id)
