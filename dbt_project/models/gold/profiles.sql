@@ -5,8 +5,10 @@
       recently seen identifier of that type.
     - Enrollment status and application stage come from the CRM only.
     - Behaviour (page views, lessons, quizzes, email engagement) comes from web, app and email events.
-    - Consent is the most restrictive across every merged identity: one opted-out email address or
-      one WhatsApp STOP opts the whole profile out.
+    - Consent (email_consent, whatsapp_consent) is gold.consent_current's status for the channel: the
+      most restrictive across every merged identity (one opted-out email address or one WhatsApp STOP
+      opts the whole profile out). Every consent statement is an event of the profile, so a profile
+      that gets one is recomputed here (assert_profile_consent_matches_consent_current checks it).
     - identity_confidence: 1 for a single identifier; otherwise the weakest link type the profile is
       built from (var cdp__identity_link_confidence), times the match score when probabilistic
       matching merged it.
@@ -50,6 +52,13 @@ components as (
 profile_map as (
 
     select * from {{ ref('int_identity__profile_map') }}
+
+),
+
+consent as (
+
+    select * from {{ ref('consent_current') }}
+    where channel in ('email', 'whatsapp')
 
 ),
 
@@ -130,8 +139,7 @@ crm_traits as (
             traits_sort_key
         ) as crm_values,
         -- one activity row per anchor and source: the Salesforce rows are the profile's contacts
-        count(*) as crm_contacts,
-        max(case when has_opted_out_of_email then 1 else 0 end) as crm_email_opt_out
+        count(*) as crm_contacts
     from profile_activity
     where source = 'salesforce'
     group by profile_id
@@ -157,12 +165,6 @@ behaviour as (
 
     select
         profile_id,
-
-        -- consent signals, most restrictive: any opted-out identity opts the profile out
-        max(last_email_opt_out_at) as last_email_opt_out_at,
-        max(case when last_whatsapp_opt_out_at > coalesce(last_whatsapp_opt_in_at, last_whatsapp_opt_out_at - interval 1 day)
-            then 1 else 0 end) as whatsapp_opted_out,
-        max(last_whatsapp_opt_in_at) as last_whatsapp_opt_in_at,
 
         -- events per source and behaviour
         cast(sum(case when source = 'web' then event_count else 0 end) as {{ dbt.type_bigint() }}) as web_events,
@@ -204,8 +206,7 @@ rolled_up as (
         -- admissions funnel: the CRM only
         {{ cdp.list_item('c.crm_values', 8) }} as program_interest,
         {{ cdp.list_item('c.crm_values', 9) }} as application_stage,
-        {{ cdp.list_item('c.crm_values', 10) }} as enrollment_status,
-        coalesce(c.crm_email_opt_out, 0) as crm_email_opt_out
+        {{ cdp.list_item('c.crm_values', 10) }} as enrollment_status
     from behaviour as b
     left join crm_traits as c
         on c.profile_id = b.profile_id
@@ -290,18 +291,9 @@ final as (
             else 'anonymous'
         end as lifecycle_stage,
 
-        -- consent (most restrictive across the merged identities)
-        case
-            when r.crm_email_opt_out = 1 or r.last_email_opt_out_at is not null then 'opted_out'
-            when coalesce(r.email, ic.latest_email) is not null then 'implied'
-            else 'none'
-        end as email_consent,
-        case
-            when r.whatsapp_opted_out = 1 then 'opted_out'
-            when r.last_whatsapp_opt_in_at is not null then 'opted_in'
-            when coalesce(r.phone, ic.latest_phone) is not null then 'implied'
-            else 'none'
-        end as whatsapp_consent,
+        -- consent: gold.consent_current (most restrictive across the merged identities)
+        coalesce(ec.status, 'unknown') as email_consent,
+        coalesce(wc.status, 'unknown') as whatsapp_consent,
 
         -- behaviour
         coalesce(r.web_events, 0) as web_events,
@@ -345,6 +337,12 @@ final as (
         on r.profile_id = i.profile_id
     left join match_scores as s
         on s.profile_id = i.profile_id
+    left join consent as ec
+        on ec.profile_id = i.profile_id
+        and ec.channel = 'email'
+    left join consent as wc
+        on wc.profile_id = i.profile_id
+        and wc.channel = 'whatsapp'
 
 )
 

@@ -12,10 +12,12 @@
     'properties.email': 'string', 'properties.method': 'string',
     'properties.course': 'string', 'properties.lesson_id': 'string', 'properties.duration_s': 'string',
     'properties.quiz_id': 'string', 'properties.score': 'string',
-    'properties.push_token': 'string',
+    'properties.push_token': 'string', 'properties.channel': 'string', 'properties.status': 'string',
 } -%}
 
-{%- set event_types = ['app_open', 'login', 'lesson_completed', 'quiz_submitted', 'push_token_registered'] -%}
+{#- consent_updated: the app's notification or privacy settings (properties channel, status) -#}
+{%- set event_types = ['app_open', 'login', 'lesson_completed', 'quiz_submitted', 'push_token_registered',
+    'consent_updated'] -%}
 
 with
 
@@ -61,6 +63,8 @@ typed as (
         payload__properties__quiz_id as quiz_id,
         payload__properties__method as login_method,
         payload__properties__push_token as push_token,
+        lower(nullif(trim(payload__properties__channel), '')) as consent_channel,
+        lower(nullif(trim(payload__properties__status), '')) as consent_status,
 
         -- numerics
         cast(round({{ cdp.try_cast('payload__properties__duration_s', 'double') }}) as {{ dbt.type_bigint() }}) as duration_seconds,

@@ -28,6 +28,8 @@ renamed as (
         quiz_id,
         login_method,
         push_token,
+        consent_channel,
+        consent_status,
 
         -- numerics
         duration_seconds,

@@ -14,11 +14,13 @@
     'utm.term': 'string', 'utm.content': 'string',
     'user_agent': 'string',
     'properties.program': 'string', 'properties.brochure_id': 'string', 'properties.form_id': 'string',
+    'properties.channel': 'string', 'properties.status': 'string',
     'traits.email': 'string', 'traits.first_name': 'string', 'traits.last_name': 'string',
     'traits.phone': 'string', 'traits.country': 'string',
 } -%}
 
-{%- set event_types = ['page_view', 'brochure_download', 'form_submit'] -%}
+{#- consent_updated: a consent banner or preference centre (properties channel, status) -#}
+{%- set event_types = ['page_view', 'brochure_download', 'form_submit', 'consent_updated'] -%}
 
 with
 
@@ -67,6 +69,8 @@ typed as (
         extracted.payload__properties__program as program,
         extracted.payload__properties__brochure_id as brochure_id,
         extracted.payload__properties__form_id as form_id,
+        lower(nullif(trim(extracted.payload__properties__channel), '')) as consent_channel,
+        lower(nullif(trim(extracted.payload__properties__status), '')) as consent_status,
 
         -- page and campaign
         extracted.payload__page__url as page_url,

@@ -25,6 +25,8 @@ renamed as (
         program,
         brochure_id,
         form_id,
+        consent_channel,
+        consent_status,
 
         -- page and campaign
         page_url,
