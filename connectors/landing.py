@@ -123,6 +123,11 @@ class LandingZone:
             return LandedBatch(source, batch_id, file_name, path, pq.read_metadata(path).num_rows, True)
         self.init()
         table = records_table(source, batch_id, file_name, records, datetime.now(UTC).replace(tzinfo=None))
+        # Records about an erased subject are dropped (and counted) here: the one exception to "never drop",
+        # made for erasure (docs/privacy.md). Kept records keep their positions.
+        from orchestration.privacy.suppression import suppress_at_landing
+
+        table = suppress_at_landing(source, batch_id, file_name, table)
         self._write_atomically(path, table)
         return LandedBatch(source, batch_id, file_name, path, table.num_rows, False)
 

@@ -7,6 +7,9 @@
     cdp summary                                  per source: landed / silver / quarantined
     cdp metrics [--limit N]                      per-run metrics of the latest runs (ops.run_metrics)
     cdp eval identity --truth PATH [--json]      precision / recall / F1 of the profiles vs the ground truth
+    cdp forget --email X | --phone X | --profile-id X [--requested-by NAME] [--reason TEXT]
+                                                 erase a person everywhere, suppress them, prove it (docs/privacy.md)
+    cdp forget --status REQUEST_ID               an erasure request's status, rows per store and sweep
     cdp ui                                       the Dagster UI on this project
 
 Errors are one line on stderr (set CDP_DEBUG=1 for a traceback); long steps print progress.
@@ -271,6 +274,78 @@ def cmd_eval_identity(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- forget -------------------------------------------------------------------------------------------------------
+
+def _print_request(request: Any) -> None:
+    print(f"request {request.id}: {request.status}   subject: {request.subject_kind} {request.subject_hash[:16]}… "
+          f"(salted hash)   requested by {request.requested_by} at {request.created_at}")
+    if request.profile_ids is not None:
+        print(f"profiles: {', '.join(request.profile_ids) or 'none (the identifier matched no profile)'}")
+    for store, result in (request.rows_per_store or {}).items():
+        detail = ", ".join(f"{place} {rows:,}" for place, rows in result["detail"].items())
+        print(f"  {store:<18}{result['status']:<16}{result['rows']:>10,} rows" + (f"  ({detail})" if detail else ""))
+    sweep = request.sweep_result
+    if sweep:
+        found = {name: r["found"] for name, r in sweep["stores"].items() if not r["clean"]}
+        verdict = "clean: no store holds the subject any more" if sweep["clean"] else "FOUND " + json.dumps(found)
+        print(f"sweep: {verdict} ({', '.join(sweep['stores'])}; {sweep.get('seconds', 0):.1f} s)")
+    if request.error:
+        print(f"error: {request.error}")
+
+
+def forget(settings: Settings, kind: str, value: str, requested_by: str, reason: str | None) -> Any:
+    """Record the request, run the `cdp_forget` job in process, return the finished request."""
+    import dagster as dg
+
+    from orchestration.privacy.ledger import Ledger
+    from orchestration.privacy.subject import SubjectError
+
+    ledger = Ledger()
+    try:
+        request = ledger.create_request(kind, value, requested_by, reason)
+    except SubjectError as error:
+        raise CliError(f"forget: {error}") from None
+    _progress(f"forget: request {request.id} recorded in {ledger.path}; running the cdp_forget job...")
+    from orchestration import observability
+    from orchestration.defs.privacy import cdp_forget, forget_warehouse_lock
+
+    # The job alone, not the whole code location: loading the dbt definitions would add seconds for nothing.
+    run_config = {**observability.run_config(), "ops": {"forget_subject": {"config": {"request_id": request.id}}}}
+    with dg.DagsterInstance.get() as instance:
+        result = cdp_forget.execute_in_process(
+            instance=instance, run_config=run_config, raise_on_error=False,
+            resources={"warehouse_lock": forget_warehouse_lock},
+        )
+    request = ledger.get(request.id)
+    if request.status in ("pending", "running"):  # the run died before the erasure could record its outcome
+        request = ledger.finish(request.id, status="failed", error=f"run {result.run_id[:8]} failed before the "
+                                "erasure finished; see it in the Dagster UI (make ui) and file a new request")
+    return request
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().export()
+    if args.status:
+        from orchestration.privacy.ledger import Ledger, LedgerError
+
+        try:
+            _print_request(Ledger().get(args.status))
+        except LedgerError as error:
+            raise CliError(str(error)) from None
+        return 0
+    kinds = [(kind, value) for kind, value in (("email", args.email), ("phone", args.phone),
+                                                ("profile_id", args.profile_id)) if value is not None]
+    if len(kinds) != 1:
+        raise CliError("forget: give exactly one of --email, --phone, --profile-id (or --status REQUEST_ID)")
+    kind, value = kinds[0]
+    requested_by = args.requested_by or os.environ.get("USER") or "unknown"
+    request = forget(settings, kind, value, requested_by, args.reason)
+    _print_request(request)
+    if request.status != "erased":
+        raise CliError(f"forget: request {request.id} {request.status}: {request.error or 'see the sweep above'}")
+    return 0
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -349,6 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the ground_truth.parquet written by `cdp generate` (or its folder)")
     identity.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     identity.set_defaults(func=cmd_eval_identity)
+
+    forget = commands.add_parser("forget", help="right to be forgotten: erase a person everywhere and prove it")
+    who = forget.add_mutually_exclusive_group(required=True)
+    who.add_argument("--email", help="an email address of the person")
+    who.add_argument("--phone", help="a phone number of the person (E.164, or national: German by default)")
+    who.add_argument("--profile-id", help="the person's profile id (a retired id works too)")
+    who.add_argument("--status", metavar="REQUEST_ID", help="show an erasure request instead")
+    forget.add_argument("--requested-by", help="who asks (recorded in the ledger and the audit log; default $USER)")
+    forget.add_argument("--reason", help="why (for example the ticket of the data subject's request)")
+    forget.set_defaults(func=cmd_forget)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on this project")
     ui.add_argument("--host", default="127.0.0.1")

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from orchestration.defs import automation, dbt, ingest, observability, quality
+from orchestration.defs import automation, dbt, ingest, observability, privacy, quality
 
 defs = dg.Definitions.merge(
     ingest.defs,
@@ -10,6 +10,7 @@ defs = dg.Definitions.merge(
     quality.defs,
     automation.defs,
     observability.defs,
+    privacy.defs,
     # One process per run: the warehouse lock (a resource) is then held from the first dbt step to the end of the
     # run, and a micro-batch does not pay for loading the definitions once per step.
     dg.Definitions(executor=dg.in_process_executor),
