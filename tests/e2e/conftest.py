@@ -125,7 +125,7 @@ def browser_binaries(pytestconfig: pytest.Config) -> BrowserBinaries:
 
 # --- the warehouse -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cdp_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A temp CDP home with a 200-person population generated, landed and run through Dagster, so that the
     assets are materialized and every check (dbt tests, quality gates) has a result."""
@@ -171,7 +171,7 @@ class DagsterUI:
         return payload["data"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dagster_ui(cdp_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
     """`dagster-webserver -m orchestration.definitions` on a free loopback port, on the temp home's instance.
     (The webserver alone, not `dagster dev`: no daemon, so no sensor or schedule starts runs under the test.)"""
@@ -203,7 +203,7 @@ def dagster_ui(cdp_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 
 # --- chromedriver and the browser session ------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromedriver(browser_binaries: BrowserBinaries, tmp_path_factory: pytest.TempPathFactory
                  ) -> Iterator[ChromeDriverService]:
     log_path = tmp_path_factory.mktemp("e2e-chromedriver") / "chromedriver.log"
@@ -214,10 +214,10 @@ def chromedriver(browser_binaries: BrowserBinaries, tmp_path_factory: pytest.Tem
         service.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromedriver: ChromeDriverService, browser_binaries: BrowserBinaries,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    """One headless Chromium with a fresh profile for the whole session (the community dialog shows once)."""
+    """One headless Chromium with a fresh profile for the e2e package (the community dialog shows once)."""
     profile = tmp_path_factory.mktemp("e2e-chromium-profile")
     try:
         driver = WebDriver.start(chromedriver.url, chrome_options(browser_binaries.chromium, profile))

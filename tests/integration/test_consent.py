@@ -229,6 +229,26 @@ def test_api_consent_updates_and_hard_bounce(runs: Runs) -> None:
     assert (md5("anon_cs_ole01"), "anonymous_id", "analytics", "api") in suppressions
 
 
+def test_a_consent_update_without_a_known_channel_and_status_is_quarantined(runs: Runs) -> None:
+    """Mara's app sends two broken consent_updated events (an unknown channel; no status): both are quarantined
+    with the reason, neither reaches the ledger, and her push consent stays what the push permission says."""
+    reasons = dict(runs.second.query(
+        "select json_extract_string(payload, '$.event_id'), reason from silver.quarantine "
+        "where source = 'app' and payload like '%consent_updated%'"))
+    assert reasons == {
+        "6c000001-0001-4000-8000-000000000090": "consent_updated needs properties.channel (email, whatsapp, sms, "
+        "push, analytics) and properties.status (opted_in, opted_out), got channel \"carrier_pigeon\", "
+        "status \"opted_out\"",
+        "6c000001-0001-4000-8000-000000000091": "consent_updated needs properties.channel (email, whatsapp, sms, "
+        "push, analytics) and properties.status (opted_in, opted_out), got channel \"push\", status none",
+    }
+    assert runs.second.query(
+        "select count(*) from gold.consent_events where source_event_id like '6c000001-0001-4000-8000-00000000009%'"
+    ) == [(0,)]
+    mara = runs.second.profile_of("email", MARA_EMAIL)
+    assert runs.second.consent(mara)["push"]["status"] == "opted_in"
+
+
 def test_suppression_list_holds_no_raw_identifiers(runs: Runs) -> None:
     rows = runs.second.query("select * from gold.suppression_list")
     assert len(rows) == 4  # Mara's work address, Jonas's contact, Ole's bounce and his analytics opt-out

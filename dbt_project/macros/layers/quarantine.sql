@@ -189,3 +189,24 @@ parse_error,
             case when not is_valid_json then 'payload is not valid JSON' end,
             case when not is_json_object then 'payload is not a JSON object' end
 {%- endmacro %}
+
+{#- The consent channels and the statuses a consent_updated event may state (gold.consent_events). -#}
+{% macro consent_channels() -%}
+    {{ return(['email', 'whatsapp', 'sms', 'push', 'analytics']) }}
+{%- endmacro %}
+
+{#-
+    A consent_updated event (web and app trackers, the ingestion API) must name a known channel and
+    status: otherwise it is quarantined with this reason rather than silently left out of the ledger.
+-#}
+{% macro consent_update_invalid_reason(channel, status) -%}
+case
+                when event_type = 'consent_updated'
+                    and (coalesce({{ channel }}, '') not in ('{{ cdp.consent_channels() | join("', '") }}')
+                        or coalesce({{ status }}, '') not in ('opted_in', 'opted_out'))
+                    then 'consent_updated needs properties.channel ({{ cdp.consent_channels() | join(", ") }}) and '
+                        || 'properties.status (opted_in, opted_out), got channel '
+                        || coalesce({{ cdp.quoted_value(channel) }}, 'none') || ', status '
+                        || coalesce({{ cdp.quoted_value(status) }}, 'none')
+            end
+{%- endmacro %}

@@ -28,7 +28,7 @@
     on_schema_change='fail',
 ) }}
 
-{%- set channels = ['email', 'whatsapp', 'sms', 'push', 'analytics'] %}
+{%- set channels = cdp.consent_channels() %}
 {%- set identifiers_relation = ref('profile_identifiers') %}
 
 {%- if execute and flags.WHICH in ('run', 'build') and is_incremental() %}

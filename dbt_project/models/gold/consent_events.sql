@@ -22,7 +22,7 @@
     on_schema_change='fail',
 ) }}
 
-{%- set channels = ['email', 'whatsapp', 'sms', 'push', 'analytics'] %}
+{%- set channels = cdp.consent_channels() %}
 
 with
 

@@ -98,6 +98,7 @@ validated as (
                 when event_type not in ('{{ event_types | join("', '") }}')
                     then 'unknown event type ' || {{ cdp.quoted_value('event_type') }}
             end,
+            {{ cdp.consent_update_invalid_reason('consent_channel', 'consent_status') }},
             case
                 when occurred_at is null
                     then 'timestamp is not a valid ISO 8601 time: ' || {{ cdp.quoted_value('occurred_at_raw') }}
