@@ -8,10 +8,11 @@ It validates the batch files of one source that it has not validated yet, before
   would make bronze fail or mislabel records, so the gate fails and bronze is not built (the file stays in the
   zone, nothing is lost, until it is removed or landed again correctly).
 - **Records (not blocking)**: the payload is a JSON object, the source's required fields are present and its
-  timestamp has the source's format (ISO 8601, or Unix seconds for the email webhook). A record that fails is
-  quarantined by silver with the reason (`silver.quarantine`); the gate reports how many and which, with samples,
-  and passes. Its rules are the contract of each source (docs/sources.md); silver applies the same ones in SQL, and
-  the tests check that every record gate 1 flags is in the quarantine.
+  timestamp has the source's format (ISO 8601, or Unix seconds for the email webhook); web and app records that
+  are Segment-spec messages of the ingestion API are held to Segment's envelope instead (SEGMENT_SOURCES).
+  A record that fails is quarantined by silver with the reason (`silver.quarantine`); the gate reports how many
+  and which, with samples, and passes. Its rules are the contract of each source (docs/sources.md); silver
+  applies the same ones in SQL, and the tests check that every record gate 1 flags is in the quarantine.
 
 The frame is read with DuckDB straight from the Parquet files: only the landing columns, the required fields and
 the timestamp of each record, never the whole payload, so a 1M-record initial load validates in seconds.
@@ -67,6 +68,12 @@ CONTRACTS: dict[str, SourceContract] = {
     "whatsapp": SourceContract(("MessageSid", "From", "ReceivedAt"), "ReceivedAt", ISO_8601, "ISO 8601"),
 }
 assert set(CONTRACTS) == set(SOURCES)
+
+# Sources that also take Segment-spec messages from the ingestion API (docs/sources.md): a record without the
+# native event_id but with Segment's envelope needs messageId, userId or anonymousId (alias: previousId), and a
+# timestamp or the API's receivedAt, as silver checks it.
+SEGMENT_SOURCES = frozenset({"web", "app"})
+SEGMENT_FIELDS = ("messageId", "userId", "anonymousId", "previousId", "receivedAt")
 
 
 def gate_1_suite(source: str) -> gx.ExpectationSuite:
@@ -172,10 +179,28 @@ def landing_frame(source: str, files: Sequence[Path]) -> pd.DataFrame:
             "and substr(ltrim(substr(payload, 1, 100)), 1, 1) = '{')"
         )
         keys = [*contract.required, contract.timestamp]
+        segment = source in SEGMENT_SOURCES
+        if segment:
+            keys += SEGMENT_FIELDS
         paths = ", ".join("'$.\"" + key.replace("'", "''") + "\"'" for key in keys)
         missing = " ".join(
             f"when nullif(trim(fields[{i}]), '') is null then '{key}'" for i, key in enumerate(contract.required, 1)
         )
+        missing = f"case {missing} end"
+        timestamp = f"fields[{len(contract.required) + 1}]"
+        if segment:
+            field = {key: f"nullif(trim(fields[{keys.index(key) + 1}]), '')" for key in (*SEGMENT_FIELDS, "event_id")}
+            envelope = ", ".join(field[key] for key in SEGMENT_FIELDS)
+            is_segment = f"({field['event_id']} is null and coalesce({envelope}) is not null)"
+            segment_missing = (
+                f"case when {field['messageId']} is null then 'messageId' "
+                f"when coalesce({field['userId']}, {field['anonymousId']}, {field['previousId']}) is null "
+                "then 'userId or anonymousId' "
+                f"when coalesce(nullif(trim({timestamp}), ''), {field['receivedAt']}) is null then 'timestamp' end"
+            )
+            missing = f"case when {is_segment} then {segment_missing} else {missing} end"
+            segment_timestamp = f"coalesce(nullif(trim({timestamp}), ''), {field['receivedAt']})"
+            timestamp = f"case when {is_segment} then {segment_timestamp} else {timestamp} end"
         sql = f"""
             select
                 regexp_extract(filename, '[^/]+$') as batch_file,
@@ -189,8 +214,8 @@ def landing_frame(source: str, files: Sequence[Path]) -> pd.DataFrame:
                 payload_present,
                 parse_error,
                 is_object as payload_is_json_object,
-                case when is_object then case {missing} end end as missing_required_field,
-                case when is_object then nullif(trim(fields[{len(keys)}]), '') end as timestamp_raw
+                case when is_object then {missing} end as missing_required_field,
+                case when is_object then nullif(trim({timestamp}), '') end as timestamp_raw
             from (
                 select *,
                     payload is not null as payload_present,

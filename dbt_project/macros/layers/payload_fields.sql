@@ -8,8 +8,10 @@
     name (From, timestamp, smtp-id) clashes with SQL. Empty strings become null (the Salesforce
     Bulk CSV writes null as ''). A record the connector could not split, or whose payload is not a
     JSON object, is not parsed: its fields are null and its checks say why.
+    `passthrough` names further columns of `from_cte` to keep (e.g. the payload, for a second look at
+    the few rows that need one).
 -#}
-{% macro select_payload_fields(from_cte, payload_fields) -%}
+{% macro select_payload_fields(from_cte, payload_fields, passthrough=[]) -%}
     {%- set parseable -%}
         {{ from_cte }}.parse_error is null and {{ from_cte }}.is_valid_json and {{ cdp.json_is_object(from_cte ~ '.payload') }}
     {%- endset -%}
@@ -23,6 +25,9 @@
         parse_error,
         is_valid_json,
         coalesce(is_valid_json and is_json_object, false) as is_json_object,
+        {%- for column in passthrough %}
+        {{ column }},
+        {%- endfor %}
         {%- for path, kind in payload_fields.items() %}
         {%- set value = cdp.json_field('doc', path, kind) %}
         {% if kind == 'json' -%}

@@ -1,9 +1,9 @@
 {#-
     What happened on each anchor identifier, per source: counts, first/last seen, consent signals and
-    the latest contact traits (from the CRM, web forms and app logins). Every event belongs to the
-    profile of its anchor (its strongest identifier; none when that is blocklisted), so gold profiles are a
-    roll-up of these rows: 10M events become a few million rows that are cheap to regroup when
-    profiles merge.
+    the latest contact traits (from the CRM, web forms, app logins and Segment identify calls). Every
+    event belongs to the profile of its anchor (its strongest identifier; none when that is
+    blocklisted), so gold profiles are a roll-up of these rows: 10M events become a few million rows
+    that are cheap to regroup when profiles merge.
     Incremental: new events are aggregated and combined with the rows they touch; sums, min/max and
     "latest by (time, event_id)" combine exactly, so incremental runs equal a full refresh.
 -#}
@@ -83,8 +83,8 @@ activity as (
 
 trait_events as (
 
-    -- contact traits on the events that carry them (CRM versions, web forms, app logins), with one
-    -- JSON parse per event
+    -- contact traits on the events that carry them (CRM versions, web forms, app logins, Segment
+    -- identify calls), with one JSON parse per event
     select
         anchor_type,
         anchor_value,
@@ -95,7 +95,7 @@ trait_events as (
         {{ cdp.timestamp_sort_key('occurred_at', 'event_id') }} as traits_sort_key
     from anchored
     where anchor_type is not null
-        and (source = 'salesforce' or event_type in ('form_submit', 'login'))
+        and (source = 'salesforce' or event_type in ('form_submit', 'login', 'identify'))
 
 ),
 

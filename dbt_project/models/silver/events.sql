@@ -4,6 +4,9 @@
     `properties` holds what segments and scoring use; bulky, rarely used fields (user agents, full
     URLs, send times) stay in the staging models, one join away through record_key: at 10M events
     every 100 bytes of JSON cost about 2 s to write.
+    Web and app rows may be native tracker events or Segment-spec messages (the ingestion API): the
+    latter carry their track/page/screen name in properties.event_name and a `segment` object
+    (type, group_id, previous_id, their own properties), null on native rows.
     Incremental: each source adds the rows bronze loaded after the last ones it already holds.
 -#}
 {{ config(materialized='incremental', incremental_strategy='append', on_schema_change='fail') }}
@@ -19,7 +22,7 @@ web as (
         'web' as source,
         event_type,
         occurred_at,
-        landed_at as received_at,
+        received_at,
         landed_at,
         anonymous_id,
         session_id,
@@ -27,7 +30,7 @@ web as (
         email,
         phone,
         {{ null_string }} as crm_id,
-        {{ null_string }} as user_id,
+        user_id,
         {{ cdp.json_build_object([
             'category', 'event_category', 'page_path', 'page_path', 'page_title', 'page_title',
             'page_referrer', 'page_referrer',
@@ -36,6 +39,8 @@ web as (
             'program', 'program', 'brochure_id', 'brochure_id', 'form_id', 'form_id',
             'first_name', 'first_name', 'last_name', 'last_name', 'country', 'country_raw',
             'fingerprint_id', 'fingerprint_id', 'channel', 'consent_channel', 'status', 'consent_status',
+            'event_name', "case when message_format = 'segment' then event_name end",
+            'segment', cdp.segment_event_properties('event_category'),
         ]) }} as properties,
         batch_id,
         record_key,
@@ -54,13 +59,13 @@ app as (
         'app' as source,
         event_type,
         occurred_at,
-        landed_at as received_at,
+        received_at,
         landed_at,
-        {{ null_string }} as anonymous_id,
+        anonymous_id,
         {{ null_string }} as session_id,
         device_id,
         email,
-        {{ null_string }} as phone,
+        phone,
         {{ null_string }} as crm_id,
         user_id,
         {{ cdp.json_build_object([
@@ -68,6 +73,9 @@ app as (
             'course', 'course', 'lesson_id', 'lesson_id', 'duration_seconds', 'duration_seconds',
             'quiz_id', 'quiz_id', 'quiz_score', 'quiz_score', 'login_method', 'login_method',
             'push_token', 'push_token', 'channel', 'consent_channel', 'status', 'consent_status',
+            'first_name', 'first_name', 'last_name', 'last_name', 'country', 'country_raw',
+            'event_name', "case when message_format = 'segment' then event_name end",
+            'segment', cdp.segment_event_properties('message_type'),
         ]) }} as properties,
         batch_id,
         record_key,

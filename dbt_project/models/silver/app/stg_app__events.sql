@@ -1,4 +1,4 @@
-{#- Accepted mobile app events: typed, timestamps in UTC, one row per event_id. -#}
+{#- Accepted mobile app events, native or Segment-spec (message_format): typed, timestamps in UTC, one row per event_id. -#}
 {{ config(materialized='view') }}
 
 with
@@ -17,9 +17,13 @@ renamed as (
         event_id,
         device_id,
         user_id,
+        anonymous_id,
 
         -- event
         event_type,
+        event_name,
+        message_format,
+        message_type,
         platform,
         app_version,
         os_version,
@@ -30,6 +34,9 @@ renamed as (
         push_token,
         consent_channel,
         consent_status,
+        group_id,
+        previous_id,
+        segment_properties,
 
         -- numerics
         duration_seconds,
@@ -38,10 +45,16 @@ renamed as (
         -- identity
         email,
         email_raw,
+        phone,
+        phone_raw,
+        first_name,
+        last_name,
+        country_raw,
 
         -- timestamps
         occurred_at,
         sent_at,
+        received_at,
         landed_at,
         bronze_loaded_at,
 

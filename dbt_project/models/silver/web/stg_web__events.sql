@@ -1,4 +1,4 @@
-{#- Accepted web events: typed, normalized, one row per event_id. -#}
+{#- Accepted web events, native or Segment-spec (message_format): typed, normalized, one row per event_id. -#}
 {{ config(materialized='view') }}
 
 with
@@ -16,17 +16,23 @@ renamed as (
         -- ids
         event_id,
         anonymous_id,
+        user_id,
         session_id,
         fingerprint_id,
 
         -- event
         event_type,
         event_category,
+        event_name,
+        message_format,
         program,
         brochure_id,
         form_id,
         consent_channel,
         consent_status,
+        group_id,
+        previous_id,
+        segment_properties,
 
         -- page and campaign
         page_url,
@@ -52,6 +58,7 @@ renamed as (
         -- timestamps
         occurred_at,
         sent_at,
+        received_at,
         landed_at,
         bronze_loaded_at,
 
