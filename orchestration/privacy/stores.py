@@ -58,9 +58,17 @@ TEXT_TYPES = ("VARCHAR", "JSON")
 
 class WarehouseStore:
     """Every base table of every schema of the DuckDB warehouse, discovered from information_schema (so tables
-    that later issues add are covered; views hold no data). A row goes when one of its text columns equals a key,
-    profile id, record key or event id of the subject, or contains one of its identifiers as a whole word (payloads,
-    JSON properties, identifier keys 'email:…'). One scan per table, whatever the number of identifiers."""
+    that later issues add are covered; views hold no data).
+
+    A row is about the subject when one of its text columns equals one of the subject's identifiers (normalized or
+    as written), identifier keys ('email:…'), profile ids, record keys or event ids, or contains one of its
+    identifiers as a whole word (payloads, JSON properties, message bodies, URLs).
+
+    The erasure deletes by equality only: a hash lookup per value, where the whole-word search scans every byte of
+    text (~10 GB at 1M people). That suffices because the records found by content are already named by their
+    record keys: from the profile's events, and from the landing store's search of every payload (it runs first).
+    The sweep then searches both ways; should it find a row that equality missed, `repair` deletes the rows the
+    full search finds in those tables only, and the job sweeps again."""
 
     name = "warehouse"
 
@@ -79,12 +87,13 @@ class WarehouseStore:
         })
 
     @staticmethod
-    def tables(con: Any) -> list[tuple[str, str, list[str], bool]]:
-        """(schema, table, text columns, has record_key) of every base table."""
+    def tables(con: Any) -> list[tuple[str, str, list[tuple[str, str]], bool]]:
+        """(schema, table, text columns as (name, type), has record_key) of every base table."""
         rows = con.execute(
             """
             select t.table_schema, t.table_name,
-                list(c.column_name order by c.ordinal_position) filter (where c.data_type in ('VARCHAR', 'JSON')),
+                list((c.column_name, c.data_type) order by c.ordinal_position)
+                    filter (where c.data_type in ('VARCHAR', 'JSON')),
                 bool_or(c.column_name = 'record_key')
             from information_schema.tables as t
             inner join information_schema.columns as c using (table_catalog, table_schema, table_name)
@@ -93,38 +102,40 @@ class WarehouseStore:
             order by 1, 2
             """
         ).fetchall()
-        return [(schema, table, columns or [], bool(has_key)) for schema, table, columns, has_key in rows]
+        return [(schema, table, [tuple(c) for c in columns or []], bool(has_key))
+                for schema, table, columns, has_key in rows]
 
     @staticmethod
-    def predicate(columns: list[str], subject: Subject) -> str | None:
-        exact = subject.exact_strings()
+    def predicate(columns: list[tuple[str, str]], subject: Subject, *, content: bool = True) -> str | None:
+        """SQL true for a row about the subject: equality on every text column, and (content=True) the whole-word
+        search on every text column."""
         values = subject.values()
-        if not columns or not (exact or values):
+        exact = subject.exact_strings() | values | subject.raw_forms
+        if not columns or not exact:
             return None
         exact_list = "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(exact)) + ")"
         parts = []
-        for column in columns:
-            text = f'cast("{column}" as varchar)'
-            if exact:
-                parts.append(f"{text} in {exact_list}")
-            if values:
+        for column, data_type in columns:
+            text = f'"{column}"' if data_type == "VARCHAR" else f'cast("{column}" as varchar)'
+            parts.append(f"{text} in {exact_list}")
+            if content and values:
                 parts.append(text_match_sql(text, values))
         return " or ".join(parts)
 
-    def erase(self, subject: Subject, progress: Progress) -> Erasure:
-        if not self.enabled:
-            return Erasure(status="not configured")
+    def _delete(self, subject: Subject, progress: Progress, *, content: bool, only: set[str] | None = None
+                ) -> Erasure:
         erasure = Erasure()
         con = self.connect()
         try:
             con.execute("begin transaction")
             for schema, table, columns, has_record_key in self.tables(con):
-                where = self.predicate(columns, subject)
+                if only is not None and f"{schema}.{table}" not in only:
+                    continue
+                where = self.predicate(columns, subject, content=content)
                 if where is None:
                     continue
                 name = f'"{schema}"."{table}"'
                 if has_record_key:
-                    # the keys of rows found by content (a quarantined record with the email) go to the landing zone
                     deleted = con.execute(f"delete from {name} where {where} returning record_key").fetchall()
                     keys = [row[0] for row in deleted]
                     subject.record_keys.update(k for k in keys if k)
@@ -140,6 +151,15 @@ class WarehouseStore:
         finally:
             con.close()
         return erasure
+
+    def erase(self, subject: Subject, progress: Progress) -> Erasure:
+        if not self.enabled:
+            return Erasure(status="not configured")
+        return self._delete(subject, progress, content=False)
+
+    def repair(self, subject: Subject, findings: dict[str, int], progress: Progress) -> Erasure:
+        """Delete what the sweep found (`findings`: table -> rows) with the sweep's own full search."""
+        return self._delete(subject, progress, content=True, only=set(findings))
 
     def sweep(self, subject: Subject, progress: Progress) -> dict[str, int]:
         if not self.enabled:
@@ -176,6 +196,10 @@ class LandingStore:
         self.zone = LandingZone(settings.landing_root)
 
     def files(self) -> list[Path]:
+        # events the API accepted are still in its spool for up to ~2 s: land them first, so they are searched too
+        from serving.ingest.spool import seal_all
+
+        seal_all(self.zone.root)
         return [path for source in SOURCES for path in self.zone.batch_files(source)]
 
     def scan(self, subject: Subject, files: list[Path]) -> dict[str, set[int]]:
@@ -207,6 +231,11 @@ class LandingStore:
     def erase(self, subject: Subject, progress: Progress) -> Erasure:
         files = self.files()
         targets = self.scan(subject, files)
+        # the records found by content get deleted by key from the warehouse, which runs next (bronze and every
+        # silver row built from them, quarantine included)
+        for name, positions in targets.items():
+            batch_id = Path(name).stem.removeprefix("batch-")
+            subject.record_keys.update(f"{batch_id}:{position}" for position in positions)
         by_batch: dict[str, set[int]] = {}
         for record_key in subject.record_keys:
             batch_id, _, position = record_key.rpartition(":")
@@ -246,15 +275,18 @@ class LandingStore:
 
 class PipelineFilesStore:
     """Text files the runs write beside the warehouse: the quality gates' results and HTML data docs (sample rows
-    of failed expectations) and the JSON logs (redacted already, searched anyway). A data-docs or results file that
-    mentions the subject is deleted (the next run writes it again); a log line that does is dropped."""
+    of failed expectations), the JSON logs (redacted already, searched anyway) and the API's rejected requests. A
+    data-docs or results file that mentions the subject is deleted (the next run writes it again); a line of a log or
+    of the rejected requests that does is dropped."""
 
     name = "pipeline_files"
-    SUFFIXES = (".json", ".jsonl", ".html", ".txt", ".csv", ".md")
+    SUFFIXES = (".json", ".jsonl", ".ndjson", ".html", ".txt", ".csv", ".md")
+    LINE_FILES = (".jsonl", ".ndjson")  # one record a line: only the lines about the subject go
 
     def __init__(self, settings: Settings) -> None:
         var = settings.home / "var"
-        self.roots = [var / "quality", var / "logs"]
+        # landing/_rejected: the API's refused requests, kept whole with their reason (serving/ingest)
+        self.roots = [var / "quality", var / "logs", settings.landing_root / "_rejected"]
 
     def _files(self) -> list[Path]:
         return [p for root in self.roots if root.is_dir() for p in root.rglob("*")
@@ -277,7 +309,7 @@ class PipelineFilesStore:
             text = path.read_text(errors="replace")
             if not pattern.search(text):
                 continue
-            if path.suffix == ".jsonl":
+            if path.suffix in self.LINE_FILES:
                 lines = text.splitlines(keepends=True)
                 kept = [line for line in lines if not pattern.search(line)]
                 path.write_text("".join(kept))
@@ -318,11 +350,12 @@ class NotConfiguredStore:
 
 StoreFactory = Callable[[Settings], Store]
 
-# Erasure order: the warehouse first (the rows it finds by content name landing records to remove), then the
-# landing zone, the files the runs wrote, and what is built from the warehouse.
+# Erasure order: the landing zone first (its search of every payload names, by record key, the records about the
+# subject that no profile links, e.g. a quarantined one: the warehouse then deletes them by key), the warehouse, the
+# files the runs wrote, and what is built from the warehouse.
 _REGISTRY: dict[str, StoreFactory] = {
-    "warehouse": WarehouseStore,
     "landing": LandingStore,
+    "warehouse": WarehouseStore,
     "pipeline_files": PipelineFilesStore,
     "serving_snapshot": lambda settings: NotConfiguredStore("serving_snapshot"),
     "destinations": lambda settings: NotConfiguredStore("destinations"),

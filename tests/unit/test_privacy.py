@@ -14,7 +14,13 @@ import pytest
 from connectors.landing import LandingZone, Records
 from orchestration.privacy.erasure import run_erasure
 from orchestration.privacy.ledger import Ledger, LedgerError
-from orchestration.privacy.stores import Erasure, WarehouseStore, register_store, unregister_store
+from orchestration.privacy.stores import (
+    Erasure,
+    PipelineFilesStore,
+    WarehouseStore,
+    register_store,
+    unregister_store,
+)
 from orchestration.privacy.subject import (
     Subject,
     SubjectError,
@@ -145,8 +151,13 @@ def test_warehouse_sweep_reports_a_planted_row(home: Path) -> None:
         subject = resolve_subject(con, "email", "MAX@example.com")
     assert subject.profile_ids == {"prf_1"} and ("device_id", "dev_1") in subject.identifiers
     store = WarehouseStore(settings)
+    # the erasure deletes by equality (the landing store names content matches by record key; none here) ...
     erasure = store.erase(subject, print)
-    assert erasure.detail == {"gold.profile_identifiers": 2, "silver.notes": 1}  # dev_10 and amax@ stay
+    assert erasure.detail == {"gold.profile_identifiers": 2}
+    # ... so the sweep's whole-word search finds the note that mentions dev_1, and repair deletes it
+    findings = store.sweep(subject, print)
+    assert findings == {"silver.notes": 1}
+    assert store.repair(subject, findings, print).detail == {"silver.notes": 1}  # dev_10 and amax@ stay
     assert "b1:0" in subject.record_keys  # found by content: the landing zone erases it too
     assert store.sweep(subject, print) == {}
     with duckdb.connect(str(settings.warehouse_path)) as con:
@@ -171,7 +182,22 @@ class _RacingWriter:
         return {}
 
 
-def test_request_fails_when_the_sweep_finds_the_subject(home: Path) -> None:
+class _StubbornStore:
+    """A store that still holds the subject after its erasure and cannot repair it."""
+
+    name = "stubborn"
+
+    def __init__(self, settings: Settings) -> None:
+        pass
+
+    def erase(self, subject: Subject, progress: object) -> Erasure:
+        return Erasure()
+
+    def sweep(self, subject: Subject, progress: object) -> dict[str, int]:
+        return {"stubborn.table": 1}
+
+
+def test_a_row_written_back_during_the_erasure_is_repaired_before_the_proof(home: Path) -> None:
     settings = Settings.from_env()
     _warehouse(settings.warehouse_path)
     ledger = Ledger()
@@ -181,8 +207,40 @@ def test_request_fails_when_the_sweep_finds_the_subject(home: Path) -> None:
         finished = run_erasure(request.id, "run-x", print, settings=settings, ledger=ledger)
     finally:
         unregister_store("racing_writer")
+    assert finished.status == "erased" and finished.sweep_result["clean"]
+    # the planted row and the note that mentions dev_1 (equality does not see inside text)
+    assert finished.rows_per_store["warehouse"]["repaired"] == {"silver.notes": 2}
+
+
+def test_request_fails_when_the_sweep_finds_the_subject(home: Path) -> None:
+    settings = Settings.from_env()
+    _warehouse(settings.warehouse_path)
+    ledger = Ledger()
+    request = ledger.create_request("email", "max@example.com", "dpo")
+    register_store("stubborn", _StubbornStore)
+    try:
+        finished = run_erasure(request.id, "run-x", print, settings=settings, ledger=ledger)
+    finally:
+        unregister_store("stubborn")
     assert finished.status == "failed" and finished.pending_subject is None
-    assert finished.sweep_result["stores"]["warehouse"] == {"clean": False, "found": {"silver.notes": 1}}
+    assert finished.sweep_result["stores"]["stubborn"] == {"clean": False, "found": {"stubborn.table": 1}}
+    assert finished.sweep_result["stores"]["warehouse"]["clean"]
     assert not finished.sweep_result["clean"] and "sweep found" in finished.error
     audit = [json.loads(line) for line in (home / "var" / "privacy" / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["status"] == "failed" and "max@example.com" not in json.dumps(audit)
+
+
+def test_rejected_api_requests_lose_the_subject_lines_only(home: Path) -> None:
+    """The API keeps refused requests whole in landing/_rejected (serving/ingest): erasure drops the lines about
+    the subject there, like log lines, and the sweep proves it."""
+    settings = Settings.from_env()
+    rejected = settings.landing_root / "_rejected" / "2026-12-04.ndjson"
+    rejected.parent.mkdir(parents=True)
+    rejected.write_text('{"reason": "bad", "payload": {"traits": {"email": "max@example.com"}}}\n'
+                        '{"reason": "bad", "payload": {"traits": {"email": "amax@example.com"}}}\n')
+    subject = Subject("email", "max@example.com", "max@example.com", identifiers={("email", "max@example.com")})
+    store = PipelineFilesStore(settings)
+    assert store.sweep(subject, print) == {str(rejected): 1}
+    assert store.erase(subject, print).rows == 1
+    assert store.sweep(subject, print) == {}
+    assert "amax@example.com" in rejected.read_text()
