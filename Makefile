@@ -33,7 +33,10 @@ ui: install
 bench: install
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/identity.py --reuse
+	$(BIN)/python benchmarks/segments.py
+	$(BIN)/python benchmarks/forget.py --home var/bench/identity
 	$(BIN)/python benchmarks/freshness.py
+	$(BIN)/python benchmarks/api.py
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock:

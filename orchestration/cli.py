@@ -10,6 +10,13 @@
     cdp forget --email X | --phone X | --profile-id X [--requested-by NAME] [--reason TEXT]
                                                  erase a person everywhere, suppress them, prove it (docs/privacy.md)
     cdp forget --status REQUEST_ID               an erasure request's status, rows per store and sweep
+    cdp forget --run REQUEST_ID                  run an erasure request already recorded (by the API)
+    cdp serve [--host H] [--port P] [--workers N]
+                                                 the profile API (uvicorn; OpenAPI at /schema/openapi.json)
+    cdp keys create --scopes S1,S2 [--name N] [--rate R] | cdp keys list | cdp keys revoke ID
+                                                 API keys (the key is printed once, stored hashed)
+    cdp bench api [--url URL] [--key K] [--duration S] [--connections C] [--scenario lookups|ingest|both]
+                                                 load-test the API from a separate process (wrk)
     cdp ui                                       the Dagster UI on this project
 
 Errors are one line on stderr (set CDP_DEBUG=1 for a traceback); long steps print progress.
@@ -221,8 +228,20 @@ def print_summary(settings: Settings) -> None:
             f"({identity.shared_identifiers:,} shared, {identity.blocklisted_identifiers:,} blocklisted)"
         )
         print(f"match candidates: {candidates}   retired profile ids: {identity.retired_profile_ids:,}")
+    _print_serving_snapshot()
     if not all(row.is_reconciled for row in summary.sources):
         raise CliError("counts do not reconcile: landed != silver + quarantined for some source")
+
+
+def _print_serving_snapshot() -> None:
+    from serving.settings import ServingSettings
+    from serving.snapshot import current_snapshot, read_meta
+
+    current = current_snapshot(ServingSettings.from_env().serving_dir)
+    if current is not None and current.exists():
+        meta = read_meta(current)
+        print(f"serving snapshot: {current} ({meta.get('rows', {}).get('profiles', 0):,} profiles, "
+              f"published {meta.get('published_at')}): what the API serves")
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -295,8 +314,6 @@ def _print_request(request: Any) -> None:
 
 def forget(settings: Settings, kind: str, value: str, requested_by: str, reason: str | None) -> Any:
     """Record the request, run the `cdp_forget` job in process, return the finished request."""
-    import dagster as dg
-
     from orchestration.privacy.ledger import Ledger
     from orchestration.privacy.subject import SubjectError
 
@@ -306,6 +323,24 @@ def forget(settings: Settings, kind: str, value: str, requested_by: str, reason:
     except SubjectError as error:
         raise CliError(f"forget: {error}") from None
     _progress(f"forget: request {request.id} recorded in {ledger.path}; running the cdp_forget job...")
+    return run_forget(request.id)
+
+
+def run_forget(request_id: str) -> Any:
+    """Run the `cdp_forget` job for a request already in the ledger (pending); return the finished request. The
+    API records requests and starts `cdp forget --run <id>` in the background."""
+    import dagster as dg
+
+    from orchestration.privacy.ledger import Ledger, LedgerError
+
+    ledger = Ledger()
+    try:
+        request = ledger.get(request_id)
+    except LedgerError as error:
+        raise CliError(str(error)) from None
+    if request.status != "pending":
+        raise CliError(f"forget: request {request_id} is {request.status}, not pending: it cannot run again "
+                       "(a failed request is retried by a new request)")
     from orchestration import observability
     from orchestration.defs.privacy import cdp_forget, forget_warehouse_lock
 
@@ -325,6 +360,12 @@ def forget(settings: Settings, kind: str, value: str, requested_by: str, reason:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     settings = Settings.from_env().export()
+    if args.run:
+        request = run_forget(args.run)
+        _print_request(request)
+        if request.status != "erased":
+            raise CliError(f"forget: request {request.id} {request.status}: {request.error or 'see the sweep above'}")
+        return 0
     if args.status:
         from orchestration.privacy.ledger import Ledger, LedgerError
 
@@ -363,6 +404,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
     seconds = run_pipeline(settings)
     print(f"demo: pipeline ran in {seconds:.1f} s through Dagster (see it with `make ui`)")
     print_summary(settings)
+    return 0
+
+
+# --- serve, keys, bench api -------------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    Settings.from_env().export()  # the erasure processes the API starts read the same paths
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    _progress(f"serve: http://{args.host}:{args.port} ({args.workers} worker(s); OpenAPI at /schema/openapi.json, "
+              "access log in var/logs/api.jsonl)")
+    # uvicorn's own access log would print raw query strings (emails); serving/ops.py logs route templates instead
+    uvicorn.run("serving.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                loop="uvloop", http="httptools", access_log=False, log_level="warning", server_header=False)
+    return 0
+
+
+def _key_store() -> Any:
+    from serving.security import KeyStore
+    from serving.settings import ServingSettings
+
+    return KeyStore(ServingSettings.from_env().keys_path)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    store = _key_store()
+    if args.action == "create":
+        scopes = [s.strip() for s in (args.scopes or "").split(",") if s.strip()]
+        try:
+            key, secret = store.create(scopes, args.name or "", args.rate)
+        except ValueError as error:
+            raise CliError(f"keys create: {error}") from None
+        print(secret)
+        rate = f"{key.rate_limit:g} requests/s" if key.rate_limit else "the server default rate"
+        _progress(f"key {key.key_id} ({', '.join(sorted(key.scopes))}; {rate}) stored hashed in {store.path}: "
+                  "the key above is shown only this once")
+    elif args.action == "list":
+        keys = store.list()
+        if not keys:
+            print(f"no API keys in {store.path}: cdp keys create --scopes read:profiles")
+        for key in keys:
+            state = f"revoked {key['revoked_at'][:19]}" if key["revoked_at"] else "active"
+            rate = f"{key['rate_limit']:g}/s" if key["rate_limit"] else "default"
+            print(f"{key['key_id']:<10}{state:<28}{key['scopes']:<45}{rate:<10}{key['created_at'][:19]}  {key['name']}")
+    else:
+        if not args.key_id:
+            raise CliError("keys revoke: give the key id (cdp keys list shows them)")
+        if not store.revoke(args.key_id):
+            raise CliError(f"keys revoke: no active key {args.key_id!r} in {store.path}")
+        print(f"revoked key {args.key_id} (running servers refuse it within a second)")
+    return 0
+
+
+def cmd_bench_api(args: argparse.Namespace) -> int:
+    from serving.bench import BenchError, run_bench
+
+    try:
+        report = run_bench(url=args.url, key=args.key, duration=args.duration, connections=args.connections,
+                           scenario=args.scenario, threads=args.threads, emails_path=args.emails,
+                           progress=_progress)
+    except BenchError as error:
+        raise CliError(f"bench api: {error}") from None
+    print(report.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        _progress(f"bench api: results in {args.json}")
+    else:
+        print(json.dumps(report.as_dict()))
     return 0
 
 
@@ -431,9 +542,39 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--phone", help="a phone number of the person (E.164, or national: German by default)")
     who.add_argument("--profile-id", help="the person's profile id (a retired id works too)")
     who.add_argument("--status", metavar="REQUEST_ID", help="show an erasure request instead")
+    who.add_argument("--run", metavar="REQUEST_ID", help="run a request already recorded (pending), e.g. by the API")
     forget.add_argument("--requested-by", help="who asks (recorded in the ledger and the audit log; default $USER)")
     forget.add_argument("--reason", help="why (for example the ticket of the data subject's request)")
     forget.set_defaults(func=cmd_forget)
+
+    serve = commands.add_parser("serve", help="run the profile API (uvicorn; OpenAPI at /schema/openapi.json)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (1)")
+    serve.set_defaults(func=cmd_serve)
+
+    keys = commands.add_parser("keys", help="API keys: create (printed once), list, revoke")
+    keys.add_argument("action", choices=("create", "list", "revoke"))
+    keys.add_argument("key_id", nargs="?", help="the key id to revoke")
+    keys.add_argument("--scopes", help="create: comma-separated, of read:profiles, write:events, admin:privacy")
+    keys.add_argument("--name", help="create: what the key is for (shown by list)")
+    keys.add_argument("--rate", type=float, help="create: this key's rate limit in requests/s (default: "
+                      "CDP_API_RATE_LIMIT of the server)")
+    keys.set_defaults(func=cmd_keys)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    bench_api = benches.add_parser("api", help="load-test the API with wrk from a separate process (loopback)")
+    bench_api.add_argument("--url", help="the API's base URL (default: start `cdp serve` on a free port for the run; "
+                           "a serving snapshot must be published)")
+    bench_api.add_argument("--key", help="an API key with read:profiles and write:events (default: create one)")
+    bench_api.add_argument("--duration", type=float, default=20, help="seconds per scenario (20)")
+    bench_api.add_argument("--connections", type=int, default=64, help="open connections (64)")
+    bench_api.add_argument("--threads", type=int, default=1, help="wrk threads (1: the server needs the other core)")
+    bench_api.add_argument("--scenario", choices=("lookups", "ingest", "both"), default="both")
+    bench_api.add_argument("--emails", help="lookups: a file of emails, one a line (default: from the snapshot)")
+    bench_api.add_argument("--json", metavar="PATH", help="write the results there instead of printing the JSON")
+    bench_api.set_defaults(func=cmd_bench_api)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on this project")
     ui.add_argument("--host", default="127.0.0.1")

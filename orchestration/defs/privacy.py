@@ -21,6 +21,9 @@ from orchestration.privacy.erasure import run_erasure
 from orchestration.progress import report
 from orchestration.runlock import WarehouseLock, recover_dead_run
 from orchestration.settings import Settings
+from serving.snapshot import register as register_serving_snapshot_store
+
+register_serving_snapshot_store()  # `cdp forget` loads only this module: the snapshot is one of its stores
 
 FORGET_JOB = "cdp_forget"
 

@@ -1,8 +1,9 @@
-"""The privacy domain of the API: controllers, msgspec schemas and the service behind them.
+"""The privacy domain of the API: erasure requests (right to be forgotten) and consent changes.
 
-Exports ROUTES (route handlers or controllers) and optionally ON_STARTUP / ON_SHUTDOWN (callables taking the app),
-which serving/app.py registers."""
+Exports ROUTES, which serving/app.py registers."""
 
 from typing import Any
 
-ROUTES: list[Any] = []
+from serving.privacy.controller import ConsentController, PrivacyController
+
+ROUTES: list[Any] = [PrivacyController, ConsentController]

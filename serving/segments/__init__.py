@@ -1,8 +1,10 @@
-"""The segments domain of the API: controllers, msgspec schemas and the service behind them.
+"""The segments domain of the API: segment list and members (controller.py), wire types (schemas.py), over the
+snapshot holder the profiles domain starts (`app.state.snapshot`).
 
-Exports ROUTES (route handlers or controllers) and optionally ON_STARTUP / ON_SHUTDOWN (callables taking the app),
-which serving/app.py registers."""
+Exports ROUTES, which serving/app.py registers."""
 
 from typing import Any
 
-ROUTES: list[Any] = []
+from serving.segments.controller import list_segment_members, list_segments
+
+ROUTES: list[Any] = [list_segments, list_segment_members]
