@@ -4,7 +4,7 @@
 2. Resolve the whole person in the warehouse (subject.py).
 3. Suppress: the salted hashes of every form of every identifier go to the suppression list first, so a batch
    landing while the erasure runs is already filtered.
-4. Erase from every registered store (stores.py), in order, counting rows per store.
+4. Erase from every registered store (stores.py), in order (the landing zone first), counting rows per store.
 5. Sweep every store for every identifier, key and id of the subject: the request is `erased` only when no store
    finds anything, else `failed` with what was found (counts, never values).
 6. Audit: one line in `var/privacy/audit.jsonl` (who, when, what: subject hash and profile ids, rows per store,

@@ -10,6 +10,7 @@ with `register_store` (same name replaces the hook).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.landing import SOURCES, LandingZone
-from orchestration.privacy.subject import Subject, payload_match_sql, text_match_sql
+from orchestration.privacy.subject import Subject, payload_has_form_sql, text_match_sql
 from orchestration.settings import Settings
 
 Progress = Callable[[str], None]
@@ -183,6 +184,15 @@ class WarehouseStore:
 
 # --- landing zone -----------------------------------------------------------------------------------------------
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """A file's identity: inode, size, mtime (a rewritten batch is a new file renamed into place)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 class LandingStore:
     """The landing zone's batch files. A batch holding records of the subject is rewritten without them: same file
     name, same batch id, the kept records keep their `position`, so bronze record keys stay valid and landing the
@@ -194,6 +204,7 @@ class LandingStore:
 
     def __init__(self, settings: Settings) -> None:
         self.zone = LandingZone(settings.landing_root)
+        self.clean: dict[str, tuple[int, int, int] | None] = {}  # files the last scan found clean
 
     def files(self) -> list[Path]:
         # events the API accepted are still in its spool for up to ~2 s: land them first, so they are searched too
@@ -204,28 +215,29 @@ class LandingStore:
 
     def scan(self, subject: Subject, files: list[Path]) -> dict[str, set[int]]:
         """File path -> positions of the records about the subject: an identifier field holding one of its forms,
-        or one of its identifiers as a whole word anywhere in the payload (a WhatsApp body, a CSV row)."""
+        or one of its identifiers as a whole word anywhere in the payload (a WhatsApp body, a CSV row). One read of
+        every file. The files found clean are remembered with their identity (a rewrite renames a new file into
+        place), so that the sweep of the same request need not read them again."""
         import duckdb
 
         forms, values = subject.forms(), subject.values()
+        self.clean = {}
         if not files or not (forms or values):
             return {}
+        stamps = {str(path): _stamp(path) for path in files}
         paths = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
-        relation = (f"(select filename || '#' || cast(position as varchar) as row_key, payload "
-                    f"from read_parquet({paths}, filename = true))")
-        con = duckdb.connect()
+        con = duckdb.connect(config={"memory_limit": os.environ.get("CDP_DUCKDB_MEMORY_LIMIT", "6GB")})
         try:
-            con.register("wanted_forms", pa.table({"form": pa.array(sorted(forms), pa.string())}))
             rows = con.execute(
-                f"select row_key from ({payload_match_sql(relation, 'wanted_forms')}) "
-                f"union select row_key from {relation} as r where {text_match_sql('r.payload', values)}"
+                f"select filename, position from read_parquet({paths}, filename = true) "
+                f"where {payload_has_form_sql('payload', forms)} or {text_match_sql('payload', values)}"
             ).fetchall()
         finally:
             con.close()
         found: dict[str, set[int]] = {}
-        for (row_key,) in rows:
-            path, _, position = row_key.rpartition("#")
+        for path, position in rows:
             found.setdefault(path, set()).add(int(position))
+        self.clean = {path: stamp for path, stamp in stamps.items() if path not in found}
         return found
 
     def erase(self, subject: Subject, progress: Progress) -> Erasure:
@@ -263,11 +275,16 @@ class LandingStore:
 
     def sweep(self, subject: Subject, progress: Progress) -> dict[str, int]:
         files = self.files()
+        # a batch file this request's erasure searched and found clean, and that is still the same file, is proven
+        # already; every other file (rewritten, new, or when no erasure ran in this process) is searched now
+        proven = getattr(self, "clean", {})
+        unproven = [path for path in files if proven.get(str(path)) != _stamp(path)]
         findings: dict[str, int] = {}
-        for name, positions in self.scan(subject, files).items():
+        for name, positions in self.scan(subject, unproven).items():
             source = Path(name).parent.name
             findings[source] = findings.get(source, 0) + len(positions)
-        progress(f"landing sweep: {len(files)} batch files searched, {sum(findings.values()):,} records found")
+        progress(f"landing sweep: {len(unproven)} batch files searched ({len(files) - len(unproven)} unchanged since "
+                 f"the erasure searched them), {sum(findings.values()):,} records found")
         return findings
 
 
