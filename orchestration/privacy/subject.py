@@ -183,24 +183,6 @@ def payload_match_sql(relation: str, wanted: str, *, salt: str | None = None) ->
     """
 
 
-def payload_has_form_sql(payload: str, wanted: set[str]) -> str:
-    """A scalar SQL expression, true when the identifier fields of the JSON `payload` (or, for a payload that is not
-    a JSON object, its quoted strings) hold a value with a form in `wanted`: payload_match_sql as one expression
-    per row, so a search of every landed payload reads the files once (10.7M payloads in one scan)."""
-    if not wanted:
-        return "false"
-    lowered, digits = token_forms_sql("t")
-    paths = "[" + ", ".join(f"'{path}'" for path in PAYLOAD_IDENTIFIER_PATHS) + "]"
-    tokens = (
-        f"(case when (case when json_valid({payload}) then json_type({payload}) = 'OBJECT' else false end) "
-        f"then json_extract_string({payload}, {paths}) "
-        f"else regexp_extract_all({payload}, '{PAYLOAD_STRINGS_REGEX}', 1) end)"
-    )
-    wanted_list = "[" + ", ".join(_literal(form) for form in sorted(wanted)) + "]"
-    return (f"(list_has_any(list_transform({tokens}, lambda t: {lowered}), {wanted_list}) "
-            f"or list_has_any(list_transform({tokens}, lambda t: {digits}), {wanted_list}))")
-
-
 _WORD = "A-Za-z0-9_.\\-"  # characters that continue an identifier: a match must not be part of a longer one
 
 
