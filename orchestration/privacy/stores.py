@@ -64,9 +64,11 @@ class WarehouseStore:
     as written), identifier keys ('email:…'), profile ids, record keys or event ids, or contains one of its
     identifiers as a whole word (payloads, JSON properties, message bodies, URLs).
 
-    The erasure deletes by equality only: a hash lookup per value, where the whole-word search scans every byte of
-    text (~10 GB at 1M people). That suffices because the records found by content are already named by their
-    record keys: from the profile's events, and from the landing store's search of every payload (it runs first).
+    The erasure deletes by key and equality only: a table of rows built from landed records (with a `record_key`)
+    loses the subject's records by key, every other table the rows with a text column equal to one of the subject's
+    strings. A hash lookup per row, where the whole-word search scans every byte of text (~10 GB at 1M people).
+    That suffices because the records found by content are already named by their record keys: from the profile's
+    events, and from the landing store's search of every payload (it runs first).
     The sweep then searches both ways; should it find a row that equality missed, `repair` deletes the rows the
     full search finds in those tables only, and the job sweeps again."""
 
@@ -127,11 +129,20 @@ class WarehouseStore:
         erasure = Erasure()
         con = self.connect()
         try:
+            con.register("subject_record_keys", pa.table({"record_key": pa.array(sorted(subject.record_keys),
+                                                                                   pa.string())}))
             con.execute("begin transaction")
             for schema, table, columns, has_record_key in self.tables(con):
                 if only is not None and f"{schema}.{table}" not in only:
                     continue
-                where = self.predicate(columns, subject, content=content)
+                if has_record_key and not content:
+                    # a row built from a landed record goes with it: its key is the subject's (their events, and
+                    # every payload the landing search found); one hash lookup per row instead of one per column
+                    if not subject.record_keys:
+                        continue
+                    where = "record_key in (select record_key from subject_record_keys)"
+                else:
+                    where = self.predicate(columns, subject, content=content)
                 if where is None:
                     continue
                 name = f'"{schema}"."{table}"'
