@@ -201,12 +201,17 @@ def served(settings: ServingSettings, progress: Callable[[str], None]) -> Iterat
         server = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port)],
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
+        # up, and (when a snapshot is published) serving it: at 1M profiles the index takes seconds to load, and
+        # lookups answer 503 until then, which the bench would count as failures of the API under load
+        current = settings.serving_dir / "CURRENT"
+        deadline = time.monotonic() + 180
         while True:
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                health = httpx.get(f"{url}/health", timeout=1)
+                snapshot = (health.json().get("snapshot") or {}) if health.status_code == 200 else None
+                if snapshot is not None and (snapshot.get("file") or not current.exists()):
                     break
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
                 raise BenchError(f"the API did not start (see {log_path})")
