@@ -176,6 +176,10 @@ class Metrics:
                    [("", {}, snapshot["profiles"])] if "profiles" in snapshot else [])
         family("cdp_api_events_accepted_total", "counter", "Events accepted (durably spooled) by source.",
                (("", {"source": source}, n) for source, n in sorted(_accepted_events(state).items())))
+        rejected = getattr(getattr(state, "ingest", None), "rejected_payloads", None)
+        if isinstance(rejected, int):
+            family("cdp_api_payloads_rejected_total", "counter",
+                   "Invalid payloads answered 400 and kept in quarantine.", [("", {}, rejected)])
         return "\n".join(lines) + "\n"
 
 

@@ -150,6 +150,9 @@ class IngestService:
         self._sealer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._to_land: set[str] = set()
+        # events durably spooled (counted after the fsync) and quarantined payloads, by source: /metrics
+        self.accepted: dict[str, int] = defaultdict(int)
+        self.rejected_payloads = 0
 
     # --- life cycle -----------------------------------------------------------------------------------------------
 
@@ -215,6 +218,8 @@ class IngestService:
             self._pending, self._waiters = defaultdict(list), []
             try:
                 full = await loop.run_in_executor(self._write_thread, self.writer.write, pending)
+                for source, lines in pending.items():
+                    self.accepted[source] += len(lines)
             except Exception as error:
                 log.error("ingest: writing the spool failed: %s: %s", type(error).__name__, error)
                 for waiter in waiters:
@@ -232,3 +237,4 @@ class IngestService:
 
     async def reject(self, entry: dict[str, Any], payload: bytes | None) -> None:
         await asyncio.to_thread(self.rejected.write, entry, payload)
+        self.rejected_payloads += 1
