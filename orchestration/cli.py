@@ -17,6 +17,7 @@
                                                  API keys (the key is printed once, stored hashed)
     cdp bench api [--url URL] [--key K] [--duration S] [--connections C] [--scenario lookups|ingest|both]
                                                  load-test the API from a separate process (wrk)
+    cdp sync [NAME ...] [--all] [--dry-run]      push (or plan) the reverse-ETL syncs (reverse_etl/syncs.yml)
     cdp ui                                       the Dagster UI on this project
 
 Errors are one line on stderr (set CDP_DEBUG=1 for a traceback); long steps print progress.
@@ -509,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     land.add_argument("targets", nargs="+", metavar="DIR | SOURCE PATH...")
     land.set_defaults(func=cmd_land)
 
+    sync = commands.add_parser("sync", help="reverse ETL: run the declared syncs, or plan them with --dry-run")
+    sync.add_argument("names", nargs="*", help="syncs to run (reverse_etl/syncs.yml)")
+    sync.add_argument("--all", action="store_true", help="every declared sync")
+    sync.add_argument("--dry-run", action="store_true", help="print the plan (adds, updates, deletes); send nothing")
     run = commands.add_parser("run", help="materialize every asset (landing to gold, with every check) through Dagster")
     run.add_argument("--job", choices=JOBS, help="run one of the scheduled jobs instead (e.g. the nightly "
                      "reconciliation, which rebuilds identity and gold from silver)")
@@ -587,6 +592,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     progress = logging.getLogger("cdp.progress")
     progress.setLevel(logging.INFO)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sync"]:  # its own parser: NAME..., --all, --dry-run (reverse_etl/cli.py)
+        from reverse_etl.cli import sync_main
+
+        return sync_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from orchestration.defs import automation, dbt, ingest, observability, privacy, quality, serving
+from orchestration.defs import activation, automation, dbt, ingest, observability, privacy, quality, serving
 
 defs = dg.Definitions.merge(
     ingest.defs,
@@ -12,6 +12,7 @@ defs = dg.Definitions.merge(
     observability.defs,
     privacy.defs,
     serving.defs,
+    activation.defs,
     # One process per run: the warehouse lock (a resource) is then held from the first dbt step to the end of the
     # run, and a micro-batch does not pay for loading the definitions once per step.
     dg.Definitions(executor=dg.in_process_executor),
