@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CDP = str(Path(sys.executable).parent / "cdp")
-PEOPLE = 120
 
 pytestmark = pytest.mark.integration
 
@@ -268,26 +266,9 @@ def test_consent_lands_a_segment_track(api: dict) -> None:
 
 # --- the right to be forgotten through the API, on a small warehouse -------------------------------------------------
 
-def built_home(factory: pytest.TempPathFactory, name: str) -> Path:
-    """A home with a small built warehouse (and the snapshot `cdp run` publishes), copied from one built once per
-    pytest session: test_api_schemathesis.py builds the same one (same people, same seed) and reuses it."""
-    template = factory.getbasetemp() / "api_built_home"
-    if not (template / "warehouse.duckdb").exists():
-        building = factory.getbasetemp() / "api_built_home.partial"
-        shutil.rmtree(building, ignore_errors=True)
-        env = home_env(building)
-        cdp("generate", "--people", str(PEOPLE), "--seed", "11", "--out", str(building / "generated"), env=env)
-        cdp("land", str(building / "generated"), env=env)
-        cdp("run", env=env)
-        building.rename(template)
-    home = factory.mktemp(name)
-    shutil.copytree(template, home, dirs_exist_ok=True, ignore=shutil.ignore_patterns("generated", "dagster"))
-    return home
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    home = built_home(tmp_path_factory, "api_privacy")
+def built(built_home: Callable[[str], Path]) -> dict:
+    home = built_home("api_privacy")
     env = home_env(home)
     with duckdb.connect(env["CDP_WAREHOUSE_PATH"], read_only=True) as con:
         email = con.execute("select identifier_value from gold.profile_identifiers where identifier_type = 'email' "
@@ -333,10 +314,10 @@ def test_deletion_request_erases_the_person(built: dict) -> None:
 
 # --- a real Segment SDK -> the running API -> the next pipeline run -> silver and gold ------------------------------
 
-def test_segment_sdk_events_reach_silver_and_gold_after_the_next_run(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_segment_sdk_events_reach_silver_and_gold_after_the_next_run(built_home: Callable[[str], Path]) -> None:
     from segment.analytics import Client
 
-    home = built_home(tmp_path_factory, "api_sdk_to_silver")
+    home = built_home("api_sdk_to_silver")
     env = home_env(home)
     write_key = create_key(env, "write:events", "--name", "website")
     errors: list[object] = []

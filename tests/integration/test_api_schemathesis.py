@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +27,6 @@ from schemathesis.checks import not_a_server_error
 
 ROOT = Path(__file__).resolve().parents[2]
 CDP = str(Path(sys.executable).parent / "cdp")
-PEOPLE = 120
 MAX_EXAMPLES = 25
 
 pytestmark = pytest.mark.integration
@@ -68,26 +66,9 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _built_home(factory: pytest.TempPathFactory, name: str) -> Path:
-    """A home with a small built warehouse, copied from one built once per pytest session (the same people and
-    seed as test_api_platform.py, which shares it when both run in one session)."""
-    template = factory.getbasetemp() / "api_built_home"
-    if not (template / "warehouse.duckdb").exists():
-        building = factory.getbasetemp() / "api_built_home.partial"
-        shutil.rmtree(building, ignore_errors=True)
-        env = _env(building)
-        _cdp("generate", "--people", str(PEOPLE), "--seed", "11", "--out", str(building / "generated"), env=env)
-        _cdp("land", str(building / "generated"), env=env)
-        _cdp("run", env=env)
-        building.rename(template)
-    home = factory.mktemp(name)
-    shutil.copytree(template, home, dirs_exist_ok=True, ignore=shutil.ignore_patterns("generated", "dagster"))
-    return home
-
-
 @pytest.fixture(scope="module")
-def served_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    env = _env(_built_home(tmp_path_factory, "api_schemathesis"))
+def served_api(built_home: Callable[[str], Path]) -> Iterator[dict]:
+    env = _env(built_home("api_schemathesis"))
     has_snapshot = _publish_if_possible({**env})
     key = _cdp("keys", "create", "--scopes", "read:profiles,write:events,admin:privacy", "--rate", "100000",
                env=env).strip()
