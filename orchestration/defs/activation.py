@@ -28,7 +28,7 @@ from reverse_etl.base import ApiBudget, DestinationNotConfigured
 from reverse_etl.config import SyncConfig, gate_docs_dir, last_sync_path, load_syncs
 from reverse_etl.runner import SyncResult, run_sync
 
-GROUP = "activation"
+GROUP = "reverse_etl"  # the asset keys are reverse_etl/<sync>; a key starts with its group
 
 
 def sync_asset_key(sync: SyncConfig) -> dg.AssetKey:
@@ -73,7 +73,7 @@ def build_sync_asset(sync: SyncConfig) -> dg.AssetsDefinition:
                   "match_key": sync.match_key, "schedule": sync.schedule, "owner": sync.owner,
                   "mapping": dg.MetadataValue.json(sync.mapping)},
         check_specs=[dg.AssetCheckSpec(
-            name=f"gate_4_{sync.name}", asset=key,
+            name=f"gate_4_{sync.name}", asset=key, blocking=True,
             description="Great Expectations gate 4 on the rows about to be pushed: mapping valid, no PII in name or "
             "free-text fields, values fit their fields, row count within ±20 % of the last successful sync. "
             "A failure blocks the sync (nothing is sent).",

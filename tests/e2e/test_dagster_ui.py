@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from connectors.landing import SOURCES
+from reverse_etl.config import load_syncs
 
 from .conftest import DagsterUI
 from .webdriver import Element, NoSuchElement, WebDriver, poll
@@ -24,12 +25,14 @@ T = TypeVar("T")
 
 # --- what the UI must show: add a group once it exists (e.g. "ops"), a gate or a dbt test once defined ---------
 
-EXPECTED_GROUPS = ("landing", "reference", "bronze", "silver", "identity", "gold", "ops")
+SYNCS = tuple(load_syncs(check_models=False))  # reverse_etl/syncs.yml: one asset per sync, gated by gate 4
+EXPECTED_GROUPS = ("landing", "reference", "bronze", "silver", "identity", "gold", "ops", "activation", "reverse_etl")
 
 GATE_CHECKS: dict[str, tuple[str, ...]] = {  # asset key -> quality gates (blocking checks) that passed on it
     **{f"landing/{source}": ("gate_1_landing_to_bronze",) for source in SOURCES},
     "silver/events": ("gate_2_bronze_to_silver",),
     "gold/profiles": ("gate_3_silver_to_gold",),
+    **{f"reverse_etl/{sync}": (f"gate_4_{sync}",) for sync in SYNCS},
 }
 
 DBT_TEST_CHECKS: dict[str, tuple[str, ...]] = {  # asset key -> dbt tests shown as asset checks (and passed)
