@@ -26,9 +26,10 @@ Emulated (base path `/2010-04-01` for api.twilio.com, `/v1` for content.twilio.c
   The same switch governs unapproved templates (63027).
 - Content API: `GET /v1/Content`, `GET /v1/Content/{HX...}`, `GET /v1/Content/{HX...}/ApprovalRequests`, with
   templates preloaded from `templates=` plus one demo template (`advisor_mba_intro`, variables 1 = first name,
-  2 = advisor name). A message with ContentSid gets its body rendered from `types["twilio/text"].body` (or the first
-  type with a body). Missing variables are an error (21656), where real Twilio would substitute the template's
-  sample values: deliberate, so that the CDP never sends a template with a placeholder left in.
+  2 = programme: the text of the sync whatsapp_advisor_intro). A message with ContentSid gets its body rendered from
+  `types["twilio/text"].body` (or the first type with a body). Missing variables are an error (21656), where real
+  Twilio would substitute the template's sample values: deliberate, so that the CDP never sends a template with a
+  placeholder left in.
 - Status progression in a background worker: queued (accepted -> queued with a messaging service) -> sent ->
   delivered (-> read for WhatsApp when `whatsapp_read_receipts`), one step every `callback_delay_seconds`; the
   stored status follows, and when the message has a StatusCallback each step is POSTed form-encoded with the fields
@@ -103,14 +104,16 @@ DEMO_WHATSAPP_SENDER = "whatsapp:+14155238886"
 DEMO_SMS_NUMBER = "+15005550006"
 DEMO_MESSAGING_SERVICE_SID = "MGc0ffee00000000000000000000000001"
 DEMO_TEMPLATE_SID = "HXc0ffee00000000000000000000000001"
+# The text the sync whatsapp_advisor_intro sends (dbt_project/models/activation/sync_whatsapp_advisor_intro.sql
+# renders the same text into its body column): reverse_etl/syncs.yml uses this template's SID against the emulator.
 DEMO_TEMPLATE: dict[str, Any] = {
     "friendly_name": "advisor_mba_intro",
     "language": "en",
-    "variables": {"1": "first_name", "2": "advisor_name"},
+    "variables": {"1": "first_name", "2": "programme"},
     "types": {
         "twilio/text": {
-            "body": "Hi {{1}}, I'm {{2}}, an admissions advisor for our MBA programme. I saw you've been exploring "
-            "the MBA pages: would you like a 15-minute call about your goals? Reply YES and I'll send you some times."
+            "body": "Hi {{1}}, I am your admissions advisor at Northbridge University. I saw you are looking at the "
+            "{{2}} programme: would you like a short call this week?"
         }
     },
     "approval": "approved",

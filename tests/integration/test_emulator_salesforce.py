@@ -82,7 +82,7 @@ def profile_rows(count: int, start: int = 0) -> list[dict[str, Any]]:
             "FirstName": f"First{i}",
             "Email": f"person{i}@example.com",
             "CDP_Engagement_Score__c": f"{i % 100}.5",
-            "CDP_Email_Consent__c": "true" if i % 2 else "false",
+            "CDP_Email_Consent__c": "opted_in" if i % 2 else "opted_out",  # consent status text
         }
         for i in range(start, start + count)
     ]
@@ -195,7 +195,7 @@ def test_create_get_update_delete_describe_and_limits(emu: SalesforceEmulator) -
     assert record["attributes"]["type"] == "Contact"
     assert record["Name"] == "Ada Lovelace" and record["CDP_Engagement_Score__c"] == 12.35
     assert record["CDP_Last_Seen_At__c"] == "2026-01-02T02:04:05.000+0000"
-    assert record["IsDeleted"] is False and record["CDP_Email_Consent__c"] is False
+    assert record["IsDeleted"] is False and record["CDP_Email_Consent__c"] is None  # a text field, not a checkbox
     assert sf.Contact.get(rid[:15])["Id"] == rid  # 15-character ids resolve too
 
     assert sf.Contact.update(rid, {"Title": "Countess", "Email": None}) == 204
@@ -211,6 +211,8 @@ def test_create_get_update_delete_describe_and_limits(emu: SalesforceEmulator) -
     assert fields["CDP_Engagement_Score__c"]["precision"] == 18 and fields["CDP_Engagement_Score__c"]["scale"] == 2
     assert fields["LastName"]["nillable"] is False and fields["Name"]["createable"] is False
     assert {f["name"] for f in sf.Lead.describe()["fields"]} >= {"Company", "Status", "CDP_SMS_Consent__c"}
+    for name in ("CDP_Email_Consent__c", "CDP_WhatsApp_Consent__c", "CDP_SMS_Consent__c"):  # as the CDP declares them
+        assert (fields[name]["type"], fields[name]["length"], fields[name]["nillable"]) == ("string", 20, True)
 
     limits = sf.limits()
     assert limits["DailyApiRequests"]["Max"] - limits["DailyApiRequests"]["Remaining"] == emu.state()["api_usage"]
@@ -471,7 +473,7 @@ def test_bulk2_upsert_with_lock_faults_then_retry_failed_rows(emu: SalesforceEmu
     assert len(contacts) == 5000
     sample = emu.by_external_id("Contact", "CDP_Profile_Id__c", "p004321")
     assert sample["Email"] == "person4321@example.com" and sample["CDP_Engagement_Score__c"] == 21.5
-    assert sample["CDP_Email_Consent__c"] is True
+    assert sample["CDP_Email_Consent__c"] == "opted_in"
 
 
 def test_bulk2_insert_update_conventions_delete_and_query(emu: SalesforceEmulator, tmp_path: Path) -> None:
@@ -681,8 +683,9 @@ def test_cli_prints_url_seeds_contacts_and_stops_on_sigterm(tmp_path: Path) -> N
     seed = contacts_csv(
         tmp_path / "seed.csv",
         [
-            {"LastName": "Seeded", "Email": "s@example.com", "CDP_Profile_Id__c": "s1", "CDP_SMS_Consent__c": "true"},
-            {"LastName": "Other", "Email": "", "CDP_Profile_Id__c": "s2", "CDP_SMS_Consent__c": "false"},
+            {"LastName": "Seeded", "Email": "s@example.com", "CDP_Profile_Id__c": "s1",
+             "CDP_SMS_Consent__c": "opted_in"},
+            {"LastName": "Other", "Email": "", "CDP_Profile_Id__c": "s2", "CDP_SMS_Consent__c": "opted_out"},
         ],
     )
     state_file = tmp_path / "cli_state.json"
@@ -711,7 +714,7 @@ def test_cli_prints_url_seeds_contacts_and_stops_on_sigterm(tmp_path: Path) -> N
         url = line.rsplit(" ", 1)[1]
         sf = Salesforce(instance_url=url, session_id="00D000000000001!emulator", session=emulator_session(url))
         seeded = sf.query("SELECT LastName, CDP_SMS_Consent__c FROM Contact WHERE CDP_Profile_Id__c = 's1'")
-        assert seeded["records"][0]["CDP_SMS_Consent__c"] is True
+        assert seeded["records"][0]["CDP_SMS_Consent__c"] == "opted_in"
         assert requests.get(f"{url}/__emulator/faults").json()["seed"] == 5
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0

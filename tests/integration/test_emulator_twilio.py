@@ -165,7 +165,7 @@ def send_template(client: Client, to: str = PROSPECT, **kwargs: Any) -> Any:
         to=to,
         from_=DEMO_WHATSAPP_SENDER,
         content_sid=DEMO_TEMPLATE_SID,
-        content_variables=json.dumps({"1": "Mara", "2": "Jonas"}),
+        content_variables=json.dumps({"1": "Mara", "2": "MBA"}),
         **kwargs,
     )
 
@@ -178,7 +178,8 @@ def test_whatsapp_template_message_is_rendered_and_read_back(emu: TwilioEmulator
 
     assert re.fullmatch(r"SM[0-9a-f]{32}", sent.sid)
     assert sent.status == "queued" and sent.direction == "outbound-api"
-    assert sent.body.startswith("Hi Mara, I'm Jonas, an admissions advisor for our MBA programme.")
+    assert sent.body == ("Hi Mara, I am your admissions advisor at Northbridge University. I saw you are looking at "
+                         "the MBA programme: would you like a short call this week?")
     assert "{{" not in sent.body
     assert (sent.to, sent.from_, sent.account_sid) == (PROSPECT, DEMO_WHATSAPP_SENDER, DEMO_ACCOUNT_SID)
     assert sent.api_version == "2010-04-01" and sent.num_segments == "1" and sent.num_media == "0"
@@ -406,7 +407,7 @@ def test_content_api_lists_fetches_and_reports_approval(client: Client) -> None:
     assert set(templates) == {DEMO_TEMPLATE_SID, DRAFT_TEMPLATE_SID}
     demo = client.content.v1.contents(DEMO_TEMPLATE_SID).fetch()
     assert demo.friendly_name == "advisor_mba_intro" and demo.language == "en"
-    assert demo.variables == {"1": "first_name", "2": "advisor_name"}
+    assert demo.variables == {"1": "first_name", "2": "programme"}
     assert "{{1}}" in demo.types["twilio/text"]["body"] and "{{2}}" in demo.types["twilio/text"]["body"]
     assert demo.account_sid == DEMO_ACCOUNT_SID and demo.date_created is not None
     approval = client.content.v1.contents(DEMO_TEMPLATE_SID).approval_fetch().fetch()
