@@ -37,6 +37,8 @@ bench: install
 	$(BIN)/python benchmarks/forget.py --home var/bench/identity
 	$(BIN)/python benchmarks/freshness.py
 	$(BIN)/python benchmarks/api.py
+	$(BIN)/python benchmarks/reverse_etl_diff.py
+	$(BIN)/python benchmarks/reverse_etl_salesforce.py
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock:

@@ -8,8 +8,13 @@ The contract
 - `fields(object)` is the object's catalogue (the fields gate 4 checks the mapping and the values against).
 - `max_batch(object, mode)` is the most records one `write` / `delete` call accepts (the API's limit, e.g. 200 for
   the Salesforce composite API). The runner never passes more (and less when the sync sets `batch_size`).
+- `start()` (optional): work a destination does at the start of each run, e.g. polling the delivery statuses of
+  earlier messages (Twilio). The runner calls it first thing in a run that is not a dry run, so that the API calls
+  it makes count in the run's `api_calls`; a destination without it simply has none. Creating a destination should
+  make no API call.
 - `check()` raises `DestinationError` with a clear message when the endpoint or the credentials are wrong; the
-  runner calls it once before the first batch.
+  runner calls it once before the first batch. `RetryableError` there ends the run as failed (with the reason; the
+  next scheduled run tries again), `BudgetExhausted` as budget_exhausted.
 - `write(object, records, mode)` returns exactly one `RecordResult` per record (same `key`), in any order:
   * `upsert` / `mirror`: create or update the record matched by the sync's match key (`records[i].key` is its
     value; `records[i].fields` holds it too). Writing the same record twice must leave the same state: after a
@@ -28,6 +33,10 @@ The contract
     error code (e.g. `INVALID_EMAIL_ADDRESS`, `21211`). `retryable=True` (or a code in
     `RETRYABLE_RECORD_CODES`) for a per-record transient error such as `UNABLE_TO_LOCK_ROW`: the runner resends
     such records a few times within the run, then records them as rejected. Rejected rows are retried on later runs.
+  * one record not to be sent now, by design (`DEFERRED_RECORD_CODES`: quiet hours, a frequency cap) ->
+    `RecordResult(ok=False, error_code="QUIET_HOURS", ...)`: a deferral, not a failure. The runner does not resend
+    it within the run, does not count it as an attempt (it is never parked), keeps the reason in sync_rejected for
+    visibility, and counts it as `deferred` in the run's audit; the next run offers it again.
   * the whole call failed transiently (throttling, a lock, HTTP 5xx, a reset connection) -> raise
     `RetryableError(message, retry_after=seconds or None)`. The runner resends the whole batch with exponential
     backoff and jitter (capped); when the retries run out, the rows stay pending for the next run.
@@ -80,6 +89,11 @@ RETRYABLE_RECORD_CODES: frozenset[str] = frozenset({
 })
 
 
+# Per-record codes that mean "not now, by design": the record is offered again by the next run, not resent within
+# this one, not counted as a failed attempt. Quiet hours in the recipient's local time; a frequency cap per profile.
+DEFERRED_RECORD_CODES: frozenset[str] = frozenset({"QUIET_HOURS", "FREQUENCY_CAP"})
+
+
 class DestinationError(Exception):
     """A permanent failure of a whole call (or of `check()`): bad credentials, an unknown object, a bad request.
     The message says what is wrong and how to fix it."""
@@ -126,8 +140,13 @@ class RecordResult:
     message: str | None = None
     retryable: bool = False  # a transient per-record error: the runner resends the record within the run
 
+    def is_deferred(self) -> bool:
+        """Not sent now by design (quiet hours, a frequency cap): the next run offers it again."""
+        return not self.ok and (self.error_code or "") in DEFERRED_RECORD_CODES
+
     def is_retryable(self) -> bool:
-        return not self.ok and (self.retryable or (self.error_code or "") in RETRYABLE_RECORD_CODES)
+        return not self.ok and not self.is_deferred() and (
+            self.retryable or (self.error_code or "") in RETRYABLE_RECORD_CODES)
 
 
 @runtime_checkable

@@ -34,32 +34,67 @@ ACTIVATION_SCHEMA = "activation"  # the schema (dataset) the activation models a
 # ----------------------------------------------------------------------------------------------------------------
 # Catalogues: {destination: {object: {field: DestinationField}}}
 
-# Salesforce Contact: gate 4's catalogue plus the CDP's consent fields (custom text fields on Contact).
-SALESFORCE_CONTACT_SYNC_FIELDS: dict[str, DestinationField] = {
-    **SALESFORCE_CONTACT_FIELDS,
+# The CDP's consent fields on Salesforce Contacts and Leads: custom text fields (length 20) holding the status of
+# gold.consent_current (opted_in, implied, opted_out, unknown), so that admissions sees why a person may or may not
+# be contacted, not only a checkbox.
+SALESFORCE_CONSENT_FIELDS: dict[str, DestinationField] = catalogue(
+    DestinationField("CDP_Email_Consent__c", "string", 20, kind="other"),
+    DestinationField("CDP_WhatsApp_Consent__c", "string", 20, kind="other"),
+    DestinationField("CDP_SMS_Consent__c", "string", 20, kind="other"),
+)
+
+# Salesforce Contact: gate 4's catalogue plus the consent fields.
+SALESFORCE_CONTACT_SYNC_FIELDS: dict[str, DestinationField] = {**SALESFORCE_CONTACT_FIELDS, **SALESFORCE_CONSENT_FIELDS}
+
+# Salesforce Lead: the standard fields a CDP sync writes (API lengths) and the CDP's custom fields. No declared sync
+# writes Leads yet; the destination supports them.
+SALESFORCE_LEAD_FIELDS: dict[str, DestinationField] = {
     **catalogue(
-        DestinationField("CDP_Email_Consent__c", "string", 20, kind="other"),
-        DestinationField("CDP_WhatsApp_Consent__c", "string", 20, kind="other"),
+        DestinationField("FirstName", "string", 40, kind="name"),
+        DestinationField("LastName", "string", 80, required=True, kind="name"),
+        DestinationField("Company", "string", 255, required=True, kind="other"),
+        DestinationField("Title", "string", 128, kind="free_text"),
+        DestinationField("Email", "email", 80, kind="contact"),
+        DestinationField("Phone", "phone", 40, kind="contact"),
+        DestinationField("MobilePhone", "phone", 40, kind="contact"),
+        DestinationField("LeadSource", "string", 255, kind="other"),
+        DestinationField("HasOptedOutOfEmail", "boolean", kind="other"),
+        DestinationField("DoNotCall", "boolean", kind="other"),
+        DestinationField("CDP_Profile_Id__c", "string", 32, required=True, kind="identifier"),
+        DestinationField("CDP_Lifecycle_Stage__c", "string", 255, kind="other"),
+        DestinationField("CDP_Engagement_Score__c", "number", kind="other"),
+        DestinationField("CDP_Segments__c", "string", 4099, kind="other"),
+        DestinationField("CDP_Last_Seen_At__c", "datetime", kind="other"),
     ),
+    **SALESFORCE_CONSENT_FIELDS,
 }
 
 # Twilio Messages API (POST /2010-04-01/Accounts/{sid}/Messages.json). `IdempotencyKey` is no Twilio parameter:
 # it is the sync's key, which the twilio destination uses to never send one message twice (the insert-mode
 # contract in base.py). To is E.164 (the destination adds the `whatsapp:` prefix); From comes from
-# TWILIO_FROM_WHATSAPP; ContentSid (an approved WhatsApp template) from the sync's options.
+# TWILIO_FROM_WHATSAPP; ContentSid (an approved WhatsApp template) from the sync's options. The last four are not
+# sent either: the destination checks them before sending (reverse_etl/destinations/twilio.py): the profile (the
+# frequency cap and the send key), the consent status the payload carries (re-checked: defence in depth), and where
+# the profile lives (quiet hours in its local time: an IANA zone, else the country).
 TWILIO_MESSAGE_FIELDS: dict[str, DestinationField] = catalogue(
     DestinationField("IdempotencyKey", "string", 64, required=True, kind="identifier"),
     DestinationField("To", "phone", 16, required=True, kind="contact"),
     DestinationField("Body", "string", 1600, kind="free_text"),
     DestinationField("ContentSid", "string", 34, kind="other"),
     DestinationField("ContentVariables", "string", 1600, kind="other"),
+    DestinationField("ProfileId", "string", 64, kind="identifier"),
+    DestinationField("Consent", "string", 20, kind="other"),
+    DestinationField("Timezone", "string", 64, kind="other"),
+    DestinationField("Country", "string", 64, kind="other"),
 )
 
 # SendGrid Marketing Contacts (PUT /v3/marketing/contacts, list membership by list id). One record per contact and
 # list: `membership_id` is the sync's key (not a SendGrid field); the email destination adds the contact (matched
 # by email, external_id = the CDP profile id) to the list named `list_name` (created if missing, named with the
 # sync's options) and returns "list_id/contact_id" as destination_id, so that a delete removes it from that list.
-# Lengths are SendGrid's reserved-field limits.
+# `email_consent` is not sent: the destination re-checks it (defence in depth). Lengths are SendGrid's reserved-field
+# limits. A sync's `options.custom_fields` ({name: Text | Number | Date}) adds SendGrid custom fields (created on
+# demand by the destination) to this catalogue for that sync.
 EMAIL_CONTACT_FIELDS: dict[str, DestinationField] = catalogue(
     DestinationField("membership_id", "string", 100, required=True, kind="identifier"),
     DestinationField("email", "email", 254, required=True, kind="contact"),
@@ -67,13 +102,50 @@ EMAIL_CONTACT_FIELDS: dict[str, DestinationField] = catalogue(
     DestinationField("last_name", "string", 50, kind="name"),
     DestinationField("external_id", "string", 254, kind="identifier"),
     DestinationField("list_name", "string", 100, required=True, kind="other"),
+    DestinationField("email_consent", "string", 20, kind="other"),
 )
+# SendGrid's custom field types -> gate 4's field types.
+EMAIL_CUSTOM_FIELD_TYPES: dict[str, str] = {"Text": "string", "Number": "number", "Date": "date"}
+_CUSTOM_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 CATALOGUES: dict[str, dict[str, dict[str, DestinationField]]] = {
-    "salesforce": {"Contact": SALESFORCE_CONTACT_SYNC_FIELDS},
+    "salesforce": {"Contact": SALESFORCE_CONTACT_SYNC_FIELDS, "Lead": SALESFORCE_LEAD_FIELDS},
     "twilio": {"Message": TWILIO_MESSAGE_FIELDS},
     "email": {"contacts": EMAIL_CONTACT_FIELDS},
 }
+
+
+def custom_field_problems(destination: str, options: Any) -> list[str]:
+    """What is wrong with `options.custom_fields` of a sync (only email syncs may declare custom fields)."""
+    raw = options.get("custom_fields") if isinstance(options, dict) else None
+    if raw is None:
+        return []
+    if destination != "email":
+        return [f"custom_fields: only email syncs declare custom fields, not {destination}"]
+    if not isinstance(raw, dict):
+        return [f"custom_fields: expected {{field name: {' | '.join(EMAIL_CUSTOM_FIELD_TYPES)}}}"]
+    problems = []
+    for name, kind in raw.items():
+        if not isinstance(name, str) or not _CUSTOM_FIELD_NAME.match(name):
+            problems.append(f"custom_fields: {name!r} is not a field name (letters, digits, _; not starting with a "
+                            "digit; at most 100)")
+        elif name in EMAIL_CONTACT_FIELDS:
+            problems.append(f"custom_fields: {name} is a field of email contacts already")
+        if kind not in EMAIL_CUSTOM_FIELD_TYPES:
+            problems.append(f"custom_fields: {name}: type {kind!r} is not one of {', '.join(EMAIL_CUSTOM_FIELD_TYPES)}")
+    return problems
+
+
+def sync_fields(destination: str, object: str, options: dict[str, Any] | None = None) -> dict[str, DestinationField]:
+    """The catalogue of `destination` `object` for one sync: the object's fields, plus the custom fields its options
+    declare (email: options.custom_fields; ignored when malformed, which load_syncs reports)."""
+    fields = CATALOGUES.get(destination, {}).get(object, {})
+    options = options or {}
+    if destination != "email" or not options.get("custom_fields") or custom_field_problems(destination, options):
+        return fields
+    custom = [DestinationField(name, EMAIL_CUSTOM_FIELD_TYPES[kind], kind="other")  # type: ignore[arg-type]
+              for name, kind in options["custom_fields"].items()]
+    return {**fields, **catalogue(*custom)}
 
 # What each destination can do: messages cannot be updated or recalled; list membership can be mirrored.
 DESTINATION_MODES: dict[str, tuple[str, ...]] = {
@@ -130,7 +202,8 @@ class SyncConfig:
 
     @property
     def fields(self) -> dict[str, DestinationField]:
-        return CATALOGUES.get(self.destination, {}).get(self.object, {})
+        """The catalogue of the sync's object, with the custom fields its options declare."""
+        return sync_fields(self.destination, self.object, self.options)
 
     def spec(self, fields: dict[str, DestinationField] | None = None) -> SyncSpec:
         """Gate 4's view of the sync; `fields` overrides the catalogue (a destination's own `fields(object)`)."""
@@ -321,7 +394,13 @@ def _parse_sync(
         bad("mode", f"{mode!r} is not one of {', '.join(MODES)}")
     elif mode not in DESTINATION_MODES[destination]:
         bad("mode", f"{destination} supports {', '.join(DESTINATION_MODES[destination])}, not {mode}")
-    fields = objects[object_name]
+    options = raw.get("options") or {}
+    if not isinstance(options, dict):
+        bad("options", "expected a mapping of destination-specific settings")
+        options = {}
+    for text in custom_field_problems(destination, options):
+        bad("options", text)
+    fields = sync_fields(destination, object_name, options)
     mapping = raw["mapping"]
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
         bad("mapping", "expected {destination_field: source_column} with text on both sides")
@@ -349,9 +428,6 @@ def _parse_sync(
     attempts = raw.get("max_record_attempts", DEFAULT_MAX_RECORD_ATTEMPTS)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         bad("max_record_attempts", f"{attempts!r} is not a whole number >= 1")
-    options = raw.get("options") or {}
-    if not isinstance(options, dict):
-        bad("options", "expected a mapping of destination-specific settings")
     for text_key in ("description", "owner"):
         if not isinstance(raw.get(text_key, ""), str):
             bad(text_key, "expected text")

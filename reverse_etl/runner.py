@@ -124,7 +124,8 @@ class SyncResult:
     succeeded: int = 0
     failed: int = 0  # sent, not delivered by this run (rejected, or left pending after the retries)
     retried: int = 0  # records sent again within the run (batch retries and per-record retries)
-    rejected: int = 0  # records recorded in sync_rejected by this run
+    rejected: int = 0  # records recorded in sync_rejected by this run (refused; deferrals not included)
+    deferred: int = 0  # records the destination put off by design (quiet hours, frequency cap): the next run's
     api_calls: int = 0
     seconds: float | None = None
     error: str | None = None
@@ -133,7 +134,7 @@ class SyncResult:
     plan: Plan | None = field(default=None, repr=False)
 
     COUNTS = ("rows_in_model", "planned_adds", "planned_updates", "planned_deletes", "planned_retries", "unchanged",
-              "parked", "sent", "succeeded", "failed", "retried", "rejected", "api_calls")
+              "parked", "sent", "succeeded", "failed", "retried", "rejected", "deferred", "api_calls")
 
     def counts(self) -> dict[str, int]:
         return {name: int(getattr(self, name) or 0) for name in self.COUNTS}
@@ -153,7 +154,8 @@ class SyncResult:
                 f"{self.planned_deletes or 0:,} deletes, {self.unchanged or 0:,} unchanged")
         if not self.dry_run and self.status != "blocked":
             text += (f"; sent {self.sent:,}, delivered {self.succeeded:,}, failed {self.failed:,}, retried "
-                     f"{self.retried:,}, rejected {self.rejected:,}, {self.api_calls:,} API calls")
+                     f"{self.retried:,}, rejected {self.rejected:,}, deferred {self.deferred:,}, "
+                     f"{self.api_calls:,} API calls")
         if self.error:
             text += f"; {self.error}"
         return text
@@ -412,8 +414,9 @@ class _Runner:
         if not outcome.final:
             return
         frame = pd.DataFrame(
-            [(r.key, r.ok, r.destination_id, r.error_code, (r.message or "")[:2000]) for r in outcome.final.values()],
-            columns=["key", "ok", "destination_id", "error_code", "message"],
+            [(r.key, r.ok, r.is_deferred(), r.destination_id, r.error_code, (r.message or "")[:2000])
+             for r in outcome.final.values()],
+            columns=["key", "ok", "deferred", "destination_id", "error_code", "message"],
         ).astype({"key": "string", "destination_id": "string", "error_code": "string", "message": "string"})
         hashes = pd.DataFrame([(r.key, r.row_hash, r.destination_id) for r in batch],
                               columns=["key", "row_hash", "previous_id"]).astype("string")
@@ -433,11 +436,12 @@ class _Runner:
                         f"insert into {STATE} (sync, key, row_hash, destination_id, delivered_at, run_id) "
                         "select $sync, key, row_hash, coalesce(destination_id, previous_id), $now, $run_id "
                         "from _reverse_etl_batch where ok", params)
+                # a deferral (quiet hours, frequency cap) keeps its reason visible but is no attempt: never parked
                 failed = con.execute(
                     f"""
                     select b.key, b.row_hash, b.error_code, b.message,
                         case when r.operation = $operation and r.row_hash is not distinct from b.row_hash
-                            then r.attempts + 1 else 1 end as attempts,
+                            then r.attempts else 0 end + case when b.deferred then 0 else 1 end as attempts,
                         case when r.operation = $operation and r.row_hash is not distinct from b.row_hash
                             then r.first_failed_at else $now end as first_failed_at
                     from _reverse_etl_batch as b
@@ -461,8 +465,10 @@ class _Runner:
         finally:
             con.unregister("_reverse_etl_batch")
         delivered = sum(1 for r in outcome.final.values() if r.ok)
+        deferred = sum(1 for r in outcome.final.values() if r.is_deferred())
         self.result.succeeded += delivered
-        self.result.rejected += len(outcome.final) - delivered
+        self.result.deferred += deferred
+        self.result.rejected += len(outcome.final) - delivered - deferred
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
@@ -507,13 +513,24 @@ class _Runner:
             now = time.perf_counter()
             if now - last_report >= PROGRESS_EVERY_SECONDS:
                 last_report = now
-                done = self.result.succeeded + self.result.rejected
+                done = self.result.succeeded + self.result.rejected + self.result.deferred
                 self.progress(f"sync {self.sync.name}: {done:,}/{planned.to_send:,} rows "
                               f"({done / planned.to_send:.0%}) in {batches:,} batches, "
                               f"{done / (now - started):,.0f} rows/s, {self.result.rejected:,} rejected")
-        self.result.failed = self.result.sent - self.result.succeeded
+        self.result.failed = self.result.sent - self.result.succeeded - self.result.deferred
         if self.result.status == "running":
             self.result.status = "partial" if self.result.rejected or planned.parked else "succeeded"
+
+
+# Audit columns added after reverse_etl.sync_runs was first created (reverse_etl/state.py): added in place to older
+# warehouses, so that their earlier runs stay readable (null for runs that did not count them).
+ADDED_RUN_COLUMNS = {"deferred": "bigint"}
+
+
+def ensure_audit_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Add the audit columns an older reverse_etl.sync_runs lacks (idempotent)."""
+    for column, kind in ADDED_RUN_COLUMNS.items():
+        con.execute(f"alter table {RUNS} add column if not exists {column} {kind}")
 
 
 def _write_audit(con: duckdb.DuckDBPyConnection, result: SyncResult, *, insert: bool) -> None:
@@ -547,10 +564,14 @@ def run_sync(
     - Gate 4 runs on the copy of the model that is diffed and sent (`last_sync` gives the row count of the last
       successful run; None: no baseline). A failed gate sends nothing: status `blocked`.
     - `dry_run`: gate and plan only; nothing is sent and `destination` may be None. The plan is in result.plan.
-    - `budget`: the ApiBudget the destination spends (for the api_calls count).
+    - `budget`: the ApiBudget the destination spends (for the api_calls count, which includes the calls of the
+      destination's optional `start()`, called first in a run that is not a dry run).
     - Every run leaves an audit row in reverse_etl.sync_runs (status `running` while it runs, then its outcome,
-      also when it fails: try/finally). Destination errors end the run as `failed` with the error in the result;
-      other exceptions (bugs, a crash of the destination) are recorded and raised.
+      also when it fails: try/finally). Destination errors (also a RetryableError from `start()` / `check()`) end
+      the run as `failed` with the error in the result, a spent budget as `budget_exhausted`; other exceptions
+      (bugs, a crash of the destination) are recorded and raised.
+    - Records the destination defers (quiet hours, frequency cap: base.DEFERRED_RECORD_CODES) are counted as
+      `deferred`, not as failures: they do not make the run partial, and the next run offers them again.
     - The baseline of gate 4 is updated after a run that delivered (succeeded, partial).
     """
     policy = policy or RetryPolicy()
@@ -562,8 +583,11 @@ def run_sync(
     started = time.perf_counter()
     spent_before = budget.spent_this_run if budget is not None else 0
     ensure_tables(con)
+    ensure_audit_columns(con)
     _write_audit(con, result, insert=True)
     try:
+        if destination is not None and not dry_run and not _destination_step(result, destination, "start"):
+            return result
         payload, rows = _snapshot(con, sync)
         result.rows_in_model = rows
         spec = sync.spec(destination.fields(sync.object) if destination is not None else None)
@@ -590,10 +614,7 @@ def run_sync(
         con.execute(f"delete from {REJECTED} where sync = ? and operation = 'write' and key not in "
                     f"(select __key from {payload})", [sync.name])
         if planned.to_send:
-            try:
-                destination.check()
-            except DestinationError as error:
-                result.status, result.error = "failed", f"{destination.name}: {error}"
+            if not _destination_step(result, destination, "check"):
                 return result
             say(f"sync {sync.name}: sending {planned.adds:,} adds, {planned.updates:,} updates, "
                 f"{planned.deletes:,} deletes to {destination.name} {sync.object}")
@@ -623,6 +644,26 @@ def run_sync(
                 destination.close()
             except Exception as error:  # closing must not hide the run's outcome
                 log.warning(f"sync {sync.name}: closing {destination.name} failed: {error}")
+
+
+def _destination_step(result: SyncResult, destination: Destination, step: str) -> bool:
+    """Call the destination's `start()` (optional) or `check()`; False, with the run's status and reason set, when
+    the run cannot go on: a permanent error or one that outlasted the destination's own retries -> failed (the next
+    scheduled run tries again), the daily API budget spent -> budget_exhausted."""
+    method = getattr(destination, step, None)
+    if method is None:
+        return True
+    try:
+        method()
+    except BudgetExhausted as error:
+        result.status, result.error = "budget_exhausted", f"{destination.name}: {error}"
+    except RetryableError as error:
+        result.status, result.error = "failed", f"{destination.name} unavailable ({step}): {error}"
+    except DestinationError as error:
+        result.status, result.error = "failed", f"{destination.name}: {error}"
+    else:
+        return True
+    return False
 
 
 def _finish(con: duckdb.DuckDBPyConnection, sync: SyncConfig, result: SyncResult) -> None:

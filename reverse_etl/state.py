@@ -71,6 +71,7 @@ DDL = (
         failed bigint,
         retried bigint,
         rejected bigint,
+        deferred bigint,
         api_calls bigint,
         dry_run boolean not null,
         seconds double,

@@ -27,6 +27,7 @@ from reverse_etl.base import (
 )
 from reverse_etl.config import CATALOGUES, SyncConfig, SyncConfigError, load_syncs, parse_syncs
 from reverse_etl.runner import RetryPolicy, SyncResult, plan, run_sync
+from reverse_etl.state import ensure_tables
 
 FAST = RetryPolicy(base_delay=0.0005, max_delay=0.001)
 
@@ -38,13 +39,17 @@ class MemoryCRM:
       every attempt);
     - keys in `bad_keys` are refused with INVALID_EMAIL_ADDRESS (permanent);
     - after `crash_after` successful calls, the next call applies its batch, then raises (a process killed before
-      the runner could record it)."""
+      the runner could record it);
+    - keys in `defer_keys` are put off with QUIET_HOURS (a deferral, not a failure);
+    - `check_error` / `start_error` is raised by check() / start(); start() makes `start_calls` API calls."""
 
     name = "salesforce"
 
     def __init__(self, budget: ApiBudget | None = None, *, max_batch: int = 200, fail_every: int = 0,
                  lock_share: float = 0.0, bad_keys: set[str] | None = None, crash_after: int | None = None,
-                 always_fail: bool | str = False, lock_always: bool = False) -> None:
+                 always_fail: bool | str = False, lock_always: bool = False, defer_keys: set[str] | None = None,
+                 check_error: Exception | None = None, start_error: Exception | None = None,
+                 start_calls: int = 0) -> None:
         self.budget = budget
         self.size = max_batch
         self.fail_every = fail_every
@@ -53,6 +58,11 @@ class MemoryCRM:
         self.crash_after = crash_after
         self.always_fail = always_fail
         self.lock_always = lock_always
+        self.defer_keys = set(defer_keys or ())
+        self.check_error = check_error
+        self.start_error = start_error
+        self.start_calls = start_calls
+        self.started = 0
         self.records: dict[str, dict[str, Any]] = {}
         self.writes: Counter[str] = Counter()
         self.deleted: Counter[str] = Counter()
@@ -68,9 +78,19 @@ class MemoryCRM:
     def max_batch(self, object: str, mode: Mode) -> int:
         return self.size
 
+    def start(self) -> None:
+        self.started += 1
+        for _ in range(self.start_calls):  # e.g. delivery statuses polled at the start of a run
+            if self.budget is not None:
+                self.budget.spend()
+        if self.start_error is not None:
+            raise self.start_error
+
     def check(self) -> None:
         if self.always_fail == "check":
             raise DestinationError("INVALID_SESSION_ID: Session expired or invalid")
+        if self.check_error is not None:
+            raise self.check_error
 
     def _call(self) -> None:
         if self.budget is not None:
@@ -87,7 +107,10 @@ class MemoryCRM:
         self._call()
         results = []
         for record in records:
-            if record.key in self.bad_keys:
+            if record.key in self.defer_keys:
+                results.append(RecordResult(record.key, False, error_code="QUIET_HOURS",
+                                            message="quiet hours 21:00-08:00 for this profile: deferred"))
+            elif record.key in self.bad_keys:
                 results.append(RecordResult(record.key, False, error_code="INVALID_EMAIL_ADDRESS",
                                             message=f"Email: invalid email address: {record.fields.get('Email')}"))
             elif self._locks(record.key):
@@ -415,3 +438,86 @@ def test_bad_sync_declarations_are_reported_all_at_once() -> None:
         "reverse_etl/syncs.yml: sync sms: mode: twilio supports insert, not mirror",
     ):
         assert expected in message, message
+
+
+def test_deferred_records_are_neither_failures_nor_resent_nor_parked(con, tmp_path) -> None:
+    payload(con, 100)
+    deferred = {"p0000005", "p0000006"}
+    crm = MemoryCRM(ApiBudget(con, "salesforce", None), defer_keys=deferred)
+    sync = sync_config(max_record_attempts=1)  # a refusal would be parked after one run: a deferral never is
+    first = run(con, sync, crm, tmp_path)
+    assert (first.status, first.sent, first.succeeded, first.deferred, first.rejected, first.failed) == (
+        "succeeded", 100, 98, 2, 0, 0)
+    assert first.retried == 0 and crm.calls == 1  # not resent within the run
+    assert rejected(con) == {key: ("QUIET_HOURS", 0) for key in deferred}  # the reason stays visible, no attempt
+    row = audit(con, first)
+    assert (row["deferred"], row["rejected"], row["failed"]) == (2, 0, 0)
+    assert "deferred 2" in first.summary() and first.metadata()["deferred"] == 2
+
+    second = run(con, sync, crm, tmp_path)  # offered again, deferred again, still not parked
+    assert (second.planned_adds, second.parked, second.sent, second.deferred) == (2, 0, 2, 2)
+    crm.defer_keys = set()
+    third = run(con, sync, crm, tmp_path)
+    assert (third.status, third.sent, third.succeeded, third.deferred) == ("succeeded", 2, 2, 0)
+    assert rejected(con) == {} and len(state(con)) == 100 and set(crm.writes.values()) == {1}
+
+
+def test_an_audit_table_from_before_the_deferred_column_gains_it(con, tmp_path) -> None:
+    ensure_tables(con)
+    con.execute("alter table reverse_etl.sync_runs drop column if exists deferred")  # a warehouse from before it
+    con.execute("insert into reverse_etl.sync_runs (run_id, sync, destination, object, mode, started_at, status, "
+                "dry_run) values ('old', 'contacts', 'salesforce', 'Contact', 'upsert', now(), 'succeeded', false)")
+    payload(con, 10)
+    result = run(con, sync_config(), MemoryCRM(defer_keys={"p0000001"}), tmp_path)
+    rows = dict(con.execute("select run_id, deferred from reverse_etl.sync_runs").fetchall())
+    assert rows == {"old": None, result.run_id: 1}
+
+
+def test_check_failing_transiently_or_on_budget_ends_the_run_cleanly(con, tmp_path) -> None:
+    payload(con, 10)
+    down = MemoryCRM(check_error=RetryableError("HTTP 503 Service Unavailable"))
+    result = run(con, sync_config(), down, tmp_path)
+    assert (result.status, result.sent) == ("failed", 0)
+    assert result.error == "salesforce unavailable (check): HTTP 503 Service Unavailable"
+    assert audit(con, result)["status"] == "failed" and down.closed
+    spent = MemoryCRM(check_error=BudgetExhausted("salesforce: daily API budget spent"))
+    result = run(con, sync_config(), spent, tmp_path)
+    assert (result.status, result.sent, result.error) == (
+        "budget_exhausted", 0, "salesforce: salesforce: daily API budget spent")
+    assert state(con) == {} and run(con, sync_config(), MemoryCRM(), tmp_path).succeeded == 10
+
+
+def test_start_runs_first_and_its_api_calls_count_in_the_run(con, tmp_path) -> None:
+    payload(con, 300)
+    budget = ApiBudget(con, "salesforce", None)
+    crm = MemoryCRM(budget, start_calls=3)
+    result = run(con, sync_config(), crm, tmp_path)
+    assert crm.started == 1 and result.api_calls == 3 + 2 == budget.used_today()  # start, then two batches
+    assert audit(con, result)["api_calls"] == 5
+    dry = run(con, sync_config(), crm, tmp_path, dry_run=True)
+    assert crm.started == 1 and dry.api_calls == 0  # a dry run calls nothing
+    crm.start_error = RetryableError("HTTP 429 Too Many Requests")
+    failed = run(con, sync_config(), crm, tmp_path)
+    assert (failed.status, failed.error) == ("failed", "salesforce unavailable (start): HTTP 429 Too Many Requests")
+
+
+def test_email_custom_fields_declared_in_options_extend_the_catalogue() -> None:
+    def email_sync(custom_fields: Any) -> dict[str, Any]:
+        return {"name": "lists", "model": "m", "destination": "email", "object": "contacts", "mode": "mirror",
+                "match_key": "membership_id", "schedule": "@hourly",
+                "mapping": {"membership_id": "membership_id", "email": "email", "list_name": "segment",
+                            "lifecycle_stage": "lifecycle_stage"},
+                "options": {"custom_fields": custom_fields}}
+
+    [sync] = parse_syncs({"syncs": [email_sync({"lifecycle_stage": "Text"})]}, check_models=False).values()
+    assert sync.fields["lifecycle_stage"].type == "string" and "lifecycle_stage" in sync.spec().fields
+    assert "lifecycle_stage" not in CATALOGUES["email"]["contacts"]  # for that sync only
+    with pytest.raises(SyncConfigError) as error:
+        parse_syncs({"syncs": [email_sync({"lifecycle_stage": "Float", "email": "Text"})]}, "syncs.yml",
+                    check_models=False)
+    message = str(error.value)
+    assert "sync lists: options: custom_fields: lifecycle_stage: type 'Float' is not one of Text, Number, Date" \
+        in message
+    assert "sync lists: options: custom_fields: email is a field of email contacts already" in message
+    assert "sync lists: mapping: lifecycle_stage (from column lifecycle_stage) is not a field of email contacts" \
+        in message

@@ -6,6 +6,8 @@
     - Consent before contact: the profile's current email consent must allow contact (gold.consent_current) and
       its address must not be on gold.suppression_list (opt-outs and hard bounces).
     - membership_id (profile id and segment) is the sync's key.
+    - email_consent (the consent status: opted_in or implied here) is carried so that the email destination
+      re-checks it before adding a contact to a list.
 -#}
 
 with
@@ -37,7 +39,7 @@ profiles as (
 
 email_allowed as (
 
-    select profile_id
+    select profile_id, status as email_consent
     from {{ ref('consent_current') }}
     where channel = 'email'
         and can_contact
@@ -64,7 +66,10 @@ final as (
         m.segment,
         p.email,
         p.first_name,
-        p.last_name
+        p.last_name,
+
+        -- what the destination checks before adding the contact
+        c.email_consent
     from members as m
     inner join profiles as p
         on p.profile_id = m.profile_id

@@ -7,6 +7,8 @@
       opted in, or a conversation the person started) and its number must not be on gold.suppression_list.
     - body is the template's text (what the emulator and the audit show); content_variables fill the approved
       template's placeholders ({{1}} first name, {{2}} programme).
+    - whatsapp_consent (the consent status: opted_in or implied here) is carried so that the Twilio destination
+      re-checks it before sending; country places the profile for quiet hours in its local time.
 -#}
 
 {%- set segment = 'high_intent_mba_prospect' %}
@@ -24,7 +26,7 @@ entries as (
 
 profiles as (
 
-    select profile_id, first_name, phone, program_interest
+    select profile_id, first_name, phone, program_interest, country
     from {{ ref('profiles') }}
     where phone is not null
 
@@ -32,7 +34,7 @@ profiles as (
 
 whatsapp_allowed as (
 
-    select profile_id
+    select profile_id, status as whatsapp_consent
     from {{ ref('consent_current') }}
     where channel = 'whatsapp'
         and can_contact
@@ -55,6 +57,8 @@ eligible as (
         e.profile_id,
         e.entered_at,
         p.phone,
+        p.country,
+        w.whatsapp_consent,
         coalesce(p.first_name, 'there') as greeting_name,
         coalesce(p.program_interest, 'MBA') as programme
     from entries as e
@@ -82,6 +86,10 @@ final as (
             || 'at the ' || programme || ' programme: would you like a short call this week?' as body,
         cast({{ cdp.json_build_object(['1', 'greeting_name', '2', 'programme']) }} as {{ dbt.type_string() }})
             as content_variables,
+
+        -- what the destination checks before sending
+        whatsapp_consent,
+        country,
 
         -- timestamps
         entered_at

@@ -4,8 +4,10 @@
     'description': 'Profiles whose email bounced (hard bounce or dropped), who unsubscribed or reported spam, or whose email consent is opted out.',
     'kind': 'batch',
     'owner': 'marketing-operations',
-    'destinations': ['email', 'salesforce'],
+    'destinations': ['salesforce'],
 }}) }}
+{#- Not an email list: a list of people we must not mail is no audience (SendGrid keeps its own suppressions, and
+    the email sync drops these profiles by consent and gold.suppression_list); Salesforce shows it on the record. -#}
 
 with
 
