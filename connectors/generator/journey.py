@@ -11,6 +11,10 @@ Per person (fractions are of the whole population unless said otherwise):
   (alumni, mostly Executive Education, which is short) and some withdraw.
 * dates are spread over 2025-09-01 .. 2026-11-01; a step that would fall after the end of the period is
   simply not reached yet, which is what a real snapshot looks like.
+* the MBA's January intake closes soon after the end of the period: ``RESEARCH_BURST_SHARE`` of the MBA
+  inquiries who know the website are back researching it in the last week (``Person.burst_t``: from when;
+  :mod:`.web` emits the sessions, :mod:`.whatsapp` the questions some of them ask). That is the current
+  high intent the segment ``high_intent_mba_prospect`` and the WhatsApp advisor sync act on.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ _STAGE_CUM = (0.45, 0.55, 0.63, 0.70, 1.0)
 # Final enrollment status of those who accepted: enrolled (not started), active, alumni, withdrawn.
 _ENROLL_CUM = (0.12, 0.75, 0.87, 1.0)
 _LAST = T_END - MS_HOUR  # nothing happens in the last hour: late deliveries still fit into the period
+# About 4 % of all inquiries (a fifth of them are MBA inquiries who know the website).
+RESEARCH_BURST_SHARE = 0.18
+# The burst's sessions fall in [BURST_FROM, BURST_TO]: inside the 7 days before the data's as-of moment, with
+# margins. As-of is the latest event (cdp.as_of): in the last hours of the period (19:48 on 2026-10-31 at 10,000
+# people), and never before the burst's own page views.
+BURST_FROM = T_END - 6 * MS_DAY - 12 * MS_HOUR
+BURST_TO = T_END - 6 * MS_HOUR
 
 
 def plan_journey(p: Person, rng: random.Random, rates: MessRates) -> None:
@@ -43,6 +54,7 @@ def plan_journey(p: Person, rng: random.Random, rates: MessRates) -> None:
     p.offline = (not p.web) or (p.anon_only and rand() < OFFLINE_SHARE_OF_ANONYMOUS)
     p.start_t = p.submit_t = p.offer_t = p.accept_t = p.active_t = p.end_t = None
     p.enrollment = "Not Enrolled"
+    p.burst_t = None
     if p.anon_only and not p.offline:
         p.stage = 0
     elif p.anon_only:
@@ -56,6 +68,7 @@ def plan_journey(p: Person, rng: random.Random, rates: MessRates) -> None:
     p.inquiry_t = p.first_touch + (rr(rng, 0, 21 * MS_DAY) if p.web else 0)
     p.crm_created_t = p.inquiry_t + (rr(rng, MS_MIN, 30 * MS_MIN) if p.stage else 0)
     if p.stage < 2:
+        _plan_burst(p, rng)
         return
     reached = 1
     t = p.inquiry_t
@@ -77,6 +90,8 @@ def plan_journey(p: Person, rng: random.Random, rates: MessRates) -> None:
             p.accept_t = t
     p.stage = reached
     if reached < 5:
+        if reached == 1:  # the application would start after the end of the period: still an inquiry
+            _plan_burst(p, rng)
         return
     p.enrollment = "Enrolled"
     r = rand()
@@ -99,3 +114,12 @@ def plan_journey(p: Person, rng: random.Random, rates: MessRates) -> None:
         return
     p.end_t = t
     p.enrollment = ENROLLMENT[3] if final == 2 else ENROLLMENT[4]
+
+
+def _plan_burst(p: Person, rng: random.Random) -> None:
+    """Whether an inquiry is back on the MBA pages in the last week, and from when (``p.burst_t``)."""
+    if p.stage != 1 or not p.web or p.program.key != "mba" or rng.random() >= RESEARCH_BURST_SHARE:
+        return
+    start = max(BURST_FROM, p.crm_created_t + MS_HOUR)  # a fresh inquiry researches after inquiring
+    if start <= BURST_TO - MS_DAY:
+        p.burst_t = start

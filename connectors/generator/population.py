@@ -282,8 +282,8 @@ class Person:
     """One simulated person; journey attributes are filled in by :mod:`.journey`."""
 
     __slots__ = (
-        "accept_t", "active_t", "anon_only", "birth_year", "birthdate", "city", "country", "crm_created_t",
-        "email", "end_t", "enrollment", "first", "first_touch", "idx", "inquiry_t", "landline",
+        "accept_t", "active_t", "anon_only", "birth_year", "birthdate", "burst_t", "city", "country",
+        "crm_created_t", "email", "end_t", "enrollment", "first", "first_touch", "idx", "inquiry_t", "landline",
         "landline_e164", "last", "mobile_digits", "mobile_e164", "offer_t", "offline", "phone_known",
         "phone_t", "pid", "postcode", "program", "stage", "start_t", "state", "street", "submit_t", "user_id",
         "web",

@@ -6,15 +6,21 @@ in the URL and in ``utm``), organic search or directly, and click through a few 
 visitors submit ``request_info`` when they inquire and ``application_start`` when they apply; the form
 traits reveal their email (sometimes with case/whitespace variants) and, for about half, their mobile
 number (national format at the configured rate) and country. ``anonymous_only_visitors`` never submit.
+
+The MBA has its own sub-pages (/mba/curriculum, /mba/fees...). Inquiries with a research burst
+(``Person.burst_t``, see :mod:`.journey`) come back in the last week: 3-8 MBA page views in 2-4 sessions,
+on the browsers they used before (identified where that browser submitted a form, anonymous elsewhere).
 """
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING
 
 from .ids import hex_id, pick, rr, uuid4
+from .journey import BURST_TO
 from .population import PROGRAMS, Person, email_variant
-from .sink import BreakSpec
+from .sink import BreakSpec, Sink
 from .timefmt import MS_DAY, MS_HOUR, T_END, iso_ms_z
 
 if TYPE_CHECKING:
@@ -28,9 +34,17 @@ GENERAL_PAGES = {
     "/campus": "Campus | Northbridge University",
     "/apply": "Apply | Northbridge University",
 }
-TITLES = {**GENERAL_PAGES, **{f"/{p.key}": p.title for p in PROGRAMS}}
+MBA_PAGES = {
+    "/mba/curriculum": "Curriculum | MBA | Northbridge University",
+    "/mba/fees": "Fees and Scholarships | MBA | Northbridge University",
+    "/mba/admissions": "Admissions | MBA | Northbridge University",
+    "/mba/careers": "Careers | MBA | Northbridge University",
+    "/mba/faculty": "Faculty | MBA | Northbridge University",
+}
+TITLES = {**GENERAL_PAGES, **{f"/{p.key}": p.title for p in PROGRAMS}, **MBA_PAGES}
 PATHS = tuple(TITLES)
 PROGRAM_PATHS = tuple(f"/{p.key}" for p in PROGRAMS)
+MBA_SECTION = ("/mba", *MBA_PAGES)  # what a research burst browses
 _IS_PROGRAM_PATH = frozenset(PROGRAM_PATHS)
 
 USER_AGENTS = (
@@ -74,6 +88,9 @@ NEXT_PAGES = {
 }
 for _path in PROGRAM_PATHS:
     NEXT_PAGES[_path] = ("/fees", "/admissions", "/apply", "/campus", "/", _path)
+NEXT_PAGES["/mba"] += tuple(MBA_PAGES)
+for _path in MBA_PAGES:
+    NEXT_PAGES[_path] = (*MBA_SECTION, "/apply")
 
 # page objects of internal navigation are immutable and shared between events (orjson does not care)
 _INTERNAL_PAGE = {
@@ -121,11 +138,75 @@ def emit_web(p: Person, ctx: ChunkContext) -> None:
     # the very first session is at first touch; further sessions are spread over the window
     n_sessions = 1 + min(int(rng.expovariate(1.7)), 6)
     starts = [p.first_touch] + [p.first_touch + rr(rng, span) for _ in range(n_sessions - 1)]
+    used = [False] * n_browsers
     for t0 in starts:
-        _session(p, ctx, browsers[0 if n_browsers == 1 or rand() < 0.65 else 1], t0, program_path, None)
+        b = 0 if n_browsers == 1 or rand() < 0.65 else 1
+        used[b] = True
+        _session(p, ctx, browsers[b], t0, program_path, None)
     for t0, form_id in sorted(forms):
-        _session(p, ctx, browsers[0 if n_browsers == 1 or rand() < 0.7 else 1], t0, program_path,
-                 (form_id, rates))
+        b = 0 if n_browsers == 1 or rand() < 0.7 else 1
+        used[b] = True
+        _session(p, ctx, browsers[b], t0, program_path, (form_id, rates))
+    if p.burst_t is not None:
+        _research_burst(p, ctx, [b for b, u in zip(browsers, used, strict=True) if u])
+
+
+def _research_burst(p: Person, ctx: ChunkContext, browsers: list[tuple[str, str, str]]) -> None:
+    """3-8 MBA page views in 2-4 sessions between ``p.burst_t`` and the end of the burst window, on the
+    ``browsers`` the person used before."""
+    rng = ctx.rng
+    rand = rng.random
+    n_views = rr(rng, 3, 9)
+    n_sessions = min(n_views, rr(rng, 2, 5))
+    views = [1] * n_sessions
+    for _ in range(n_views - n_sessions):
+        views[rr(rng, n_sessions)] += 1
+    starts = sorted(p.burst_t + rr(rng, BURST_TO - p.burst_t) for _ in range(n_sessions))
+    for t, n in zip(starts, views, strict=True):
+        anon, fp, ua = browsers[0 if len(browsers) == 1 or rand() < 0.65 else 1]
+        sess = f"sess_{hex_id(rng, 24)}"
+        ids = (anon, sess)
+        path = "/mba" if rand() < 0.6 else pick(rng, MBA_SECTION)
+        page, utm = _entry_page(p, rng, path, t)
+        for i in range(n + (rand() < 0.2)):  # some go on to the application page, without starting yet
+            if i:
+                prev, path = path, "/apply" if i == n else pick(rng, MBA_SECTION)
+                page, utm = _INTERNAL_PAGE[(path, prev)], NULL_UTM
+                t += rr(rng, 8_000, 240_000)
+            _page_view(ctx.sink, rng, t, page, utm, anon, sess, fp, ua, ids)
+
+
+def _entry_page(p: Person, rng: random.Random, landing: str, t: int) -> tuple[dict, dict]:
+    """The first page of a session and its UTM parameters: from a campaign, a search engine or direct."""
+    source, medium, referrer = pick(rng, _ACQ)
+    if source is None:
+        return {"url": BASE + landing, "path": landing, "title": TITLES[landing], "referrer": referrer}, NULL_UTM
+    prog = (landing[1:] if landing in PROGRAM_PATHS else p.program.key).replace("-", "_")
+    campaign = f"{prog}_{_season(t)}"
+    term = content = None
+    if medium == "cpc":
+        term_t = pick(rng, _CPC_TERMS)
+        term = term_t.format(p=p.program.name.lower()) if term_t else None
+    elif medium == "paid_social":
+        content = pick(rng, _SOCIAL_CONTENT)
+    utm = {"source": source, "medium": medium, "campaign": campaign, "term": term, "content": content}
+    query = f"utm_source={source}&utm_medium={medium}&utm_campaign={campaign}"
+    if term:
+        query += "&utm_term=" + term.replace(" ", "+")
+    if content:
+        query += "&utm_content=" + content
+    return {"url": f"{BASE}{landing}?{query}", "path": landing, "title": TITLES[landing], "referrer": referrer}, utm
+
+
+def _page_view(sink: Sink, rng: random.Random, t: int, page: dict, utm: dict, anon: str, sess: str, fp: str,
+               ua: str, ids: tuple[str, ...]) -> None:
+    sent = t + rr(rng, 30, 1800)
+    eid = uuid4(rng)
+    sink.event("web", sent, {
+        "event_id": eid, "type": "page", "event": "page_view", "anonymous_id": anon,
+        "session_id": sess, "fingerprint": fp, "timestamp": iso_ms_z(t), "sent_at": iso_ms_z(sent),
+        "page": page, "utm": utm, "user_agent": ua, "properties": EMPTY, "traits": EMPTY,
+    }, eid, ids, WEB_SPEC)
 
 
 def _session(p: Person, ctx: ChunkContext, browser: tuple[str, str, str], t: int, program_path: str,
@@ -137,27 +218,7 @@ def _session(p: Person, ctx: ChunkContext, browser: tuple[str, str, str], t: int
     sess = f"sess_{hex_id(rng, 24)}"
     ids = (anon, sess)
     landing = program_path if rand() < 0.6 or form else ("/" if rand() < 0.7 else pick(rng, PATHS))
-    source, medium, referrer = pick(rng, _ACQ)
-    if source is None:
-        utm = NULL_UTM
-        url = BASE + landing
-    else:
-        prog = (landing[1:] if landing in PROGRAM_PATHS else p.program.key).replace("-", "_")
-        campaign = f"{prog}_{_season(t)}"
-        term = content = None
-        if medium == "cpc":
-            term_t = pick(rng, _CPC_TERMS)
-            term = term_t.format(p=p.program.name.lower()) if term_t else None
-        elif medium == "paid_social":
-            content = pick(rng, _SOCIAL_CONTENT)
-        utm = {"source": source, "medium": medium, "campaign": campaign, "term": term, "content": content}
-        query = f"utm_source={source}&utm_medium={medium}&utm_campaign={campaign}"
-        if term:
-            query += "&utm_term=" + term.replace(" ", "+")
-        if content:
-            query += "&utm_content=" + content
-        url = f"{BASE}{landing}?{query}"
-    page = {"url": url, "path": landing, "title": TITLES[landing], "referrer": referrer}
+    page, utm = _entry_page(p, rng, landing, t)
     n_pages = 1 + min(int(rng.expovariate(1.45)), 7)
     path = landing
     for i in range(n_pages):
@@ -197,13 +258,7 @@ def _session(p: Person, ctx: ChunkContext, browser: tuple[str, str, str], t: int
         page = _INTERNAL_PAGE[(path, prev)]
         utm = NULL_UTM
         t += rr(rng, 8_000, 120_000)
-        sent = t + rr(rng, 30, 1800)
-        eid = uuid4(rng)
-        sink.event("web", sent, {
-            "event_id": eid, "type": "page", "event": "page_view", "anonymous_id": anon,
-            "session_id": sess, "fingerprint": fp, "timestamp": iso_ms_z(t), "sent_at": iso_ms_z(sent),
-            "page": page, "utm": utm, "user_agent": ua, "properties": EMPTY, "traits": EMPTY,
-        }, eid, ids, WEB_SPEC)
+        _page_view(sink, rng, t, page, utm, anon, sess, fp, ua, ids)
     t += rr(rng, 20_000, 300_000)
     sent = t + rr(rng, 30, 1800)
     email = email_variant(rng, p.email) if rand() < rates.email_variant else p.email

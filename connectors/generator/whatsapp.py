@@ -6,6 +6,10 @@ admissions WhatsApp number: questions about deadlines, scholarships and fees of 
 questions while applying, study questions and complaints once enrolled, thanks, sometimes a photo or
 screenshot (media), and some ``STOP`` (opt-out) and later ``START`` (opt-in) replies. Messages are in
 English or German. ``From`` is ``whatsapp:+<E.164>`` of the person's true mobile number.
+
+Inquiries in a research burst (:mod:`.journey`) whose number is known use the site's "chat with us on
+WhatsApp" button more often (``BURST_WHATSAPP_SHARE``): one question about the MBA during the burst week. A
+conversation the person starts is what lets admissions answer on WhatsApp (gold.consent_current).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .ids import hex_id, pick, rr
+from .journey import BURST_TO
 from .population import Person
 from .sink import BreakSpec
 from .timefmt import MS_DAY, MS_HOUR, MS_MIN, T_END, iso_s_z
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
 
 NORTHBRIDGE_NUMBER = "whatsapp:+4930901820"
 WHATSAPP_SHARE = 0.15  # of the people whose phone is known
+BURST_WHATSAPP_SHARE = 0.35  # of the people in a research burst whose phone is known
 
 WHATSAPP_SPEC = BreakSpec(
     droppable=("From", "ReceivedAt"),
@@ -72,15 +78,23 @@ def emit_whatsapp(p: Person, ctx: ChunkContext) -> None:
         return
     rng = ctx.rng
     rand = rng.random
-    if rand() >= WHATSAPP_SHARE:
+    conversation = rand() < WHATSAPP_SHARE
+    burst_question = p.burst_t is not None and rand() < BURST_WHATSAPP_SHARE
+    if not (conversation or burst_question):
         return
-    sink = ctx.sink
-    account = ctx.twilio_account_sid
-    wa_id = p.mobile_e164[1:]
-    sender = f"whatsapp:{p.mobile_e164}"
-    ids = (p.mobile_e164,)
     r = rand()
     profile = p.first if r < 0.7 else f"{p.first} {p.last}" if r < 0.9 else f"{p.first[0]}. 🎓"
+    if conversation:
+        _conversation(p, ctx, profile)
+    if burst_question:
+        t = max(p.burst_t, p.phone_t) + rr(rng, MS_HOUR, 3 * MS_DAY)
+        if t < BURST_TO:
+            _message(p, ctx, profile, t, pick(rng, _PROSPECT).format(p=p.program.name), None)
+
+
+def _conversation(p: Person, ctx: ChunkContext, profile: str) -> None:
+    rng = ctx.rng
+    rand = rng.random
     program = p.program.name
     t = max(p.phone_t or p.inquiry_t, p.inquiry_t) + rr(rng, MS_HOUR, 60 * MS_DAY)
     n = 1 + min(int(rng.expovariate(0.8)), 6)
@@ -110,20 +124,29 @@ def emit_whatsapp(p: Person, ctx: ChunkContext) -> None:
             body = pick(rng, _APPLICANT).format(p=program)
         else:
             body = pick(rng, _PROSPECT).format(p=program)
-        sid = f"{'MM' if media else 'SM'}{hex_id(rng, 32)}"  # Twilio uses MM for messages with media
-        msg = {
-            "MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid, "AccountSid": account,
-            "From": sender, "To": NORTHBRIDGE_NUMBER, "WaId": wa_id, "ProfileName": profile, "Body": body,
-            "NumMedia": "1" if media else "0", "NumSegments": "1" if len(body) <= 160 else "2",
-            "MessageType": "image" if media else "text", "SmsStatus": "received", "ApiVersion": "2010-04-01",
-        }
-        if media:
-            msg["MediaUrl0"] = (f"https://api.twilio.com/2010-04-01/Accounts/{account}/Messages/{sid}"
-                                f"/Media/ME{hex_id(rng, 32)}")
-            msg["MediaContentType0"] = media
-            if media == "application/pdf":
-                msg["MessageType"] = "document"
-        received = t + rr(rng, 200, 3000)
-        msg["ReceivedAt"] = iso_s_z(received)
-        sink.event("whatsapp", received, msg, sid, ids, WHATSAPP_SPEC)
+        _message(p, ctx, profile, t, body, media)
         t += rr(rng, 2 * MS_MIN, 20 * MS_DAY)
+
+
+def _message(p: Person, ctx: ChunkContext, profile: str, t: int, body: str, media: str | None) -> None:
+    """One inbound message (webhook parameters) sent at ``t``."""
+    rng = ctx.rng
+    account = ctx.twilio_account_sid
+    sender = f"whatsapp:{p.mobile_e164}"
+    sid = f"{'MM' if media else 'SM'}{hex_id(rng, 32)}"  # Twilio uses MM for messages with media
+    msg = {
+        "MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid, "AccountSid": account,
+        "From": sender, "To": NORTHBRIDGE_NUMBER, "WaId": p.mobile_e164[1:], "ProfileName": profile,
+        "Body": body,
+        "NumMedia": "1" if media else "0", "NumSegments": "1" if len(body) <= 160 else "2",
+        "MessageType": "image" if media else "text", "SmsStatus": "received", "ApiVersion": "2010-04-01",
+    }
+    if media:
+        msg["MediaUrl0"] = (f"https://api.twilio.com/2010-04-01/Accounts/{account}/Messages/{sid}"
+                            f"/Media/ME{hex_id(rng, 32)}")
+        msg["MediaContentType0"] = media
+        if media == "application/pdf":
+            msg["MessageType"] = "document"
+    received = t + rr(rng, 200, 3000)
+    msg["ReceivedAt"] = iso_s_z(received)
+    ctx.sink.event("whatsapp", received, msg, sid, (p.mobile_e164,), WHATSAPP_SPEC)

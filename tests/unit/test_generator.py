@@ -6,7 +6,7 @@ import csv
 import io
 import re
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -178,7 +178,8 @@ def test_json_lines_carry_required_fields_and_malformed_lines_fail(out: Output, 
 
 def test_web_events(out: Output) -> None:
     paths = {"/mba", "/msc-data-science", "/msc-finance", "/bsc-business", "/executive-education",
-             "/", "/admissions", "/fees", "/campus", "/apply"}
+             "/", "/admissions", "/fees", "/campus", "/apply",
+             "/mba/curriculum", "/mba/fees", "/mba/admissions", "/mba/careers", "/mba/faculty"}
     events = Counter()
     for rec in out.parsed("web"):
         events[rec["event"]] += 1
@@ -317,6 +318,46 @@ def test_salesforce_ids_are_valid_18_character_ids() -> None:
         for block, ch in enumerate(sfid[15:]):
             bits = sum(1 << i for i, c in enumerate(sfid[block * 5 : block * 5 + 5]) if c.isupper())
             assert "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"[bits] == ch
+
+
+def _inquiries(out: Output) -> set[str]:
+    """People whose every CRM version (of every contact) is still an inquiry: gold's lifecycle 'inquiry'."""
+    states = defaultdict(set)
+    records = [dict(zip(FIELDS, row, strict=True)) for row in out.csv_rows if len(row) == len(FIELDS)]
+    records += [r for r in out.rest if "LastName" in r]
+    for r in records:
+        if "Application_Stage__c" in r:  # a malformed REST record may lack the field
+            person = out.person_of("salesforce", f"{r['Id']}@{r['LastModifiedDate']}")
+            states[person].add((r["Application_Stage__c"], r["Enrollment_Status__c"]))
+    return {p for p, s in states.items() if s == {("Inquiry", "Not Enrolled")}}
+
+
+def test_some_mba_inquiries_are_researching_the_mba_in_the_last_week(out: Output) -> None:
+    # what the segment high_intent_mba_prospect looks for: >= 3 views of /mba or /mba/... in the 7 days before
+    # as-of (the latest event), by an inquiry
+    web = out.parsed("web")
+    as_of = datetime.fromisoformat(max(r["timestamp"] for r in web).replace("Z", "+00:00"))
+    since = (as_of - timedelta(days=7)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    views = Counter()
+    for r in web:
+        path = r["page"]["path"]
+        if r["event"] == "page_view" and (path == "/mba" or path.startswith("/mba/")) and r["timestamp"] > since:
+            views[out.person_of("web", r["event_id"])] += 1
+    hot = {p for p, n in views.items() if n >= 3}
+    inquiries = _inquiries(out)
+    assert 0.025 < len(hot & inquiries) / len(inquiries) < 0.06
+    assert len(hot - inquiries) <= 0.1 * len(hot)  # applicants and students are not the ones bursting
+    # the burst is on browsers the person used before (most have one; a second one may be new)
+    anons_before, anons_in_week = defaultdict(set), defaultdict(set)
+    for r in web:
+        person = out.person_of("web", r["event_id"])
+        if person in hot:
+            (anons_in_week if r["timestamp"] > since else anons_before)[person].add(r["anonymous_id"])
+    known = sum(anons_in_week[p] <= anons_before[p] for p in hot)
+    assert known > 0.8 * len(hot)
+    # a share of them writes to admissions on WhatsApp in the same week (a conversation they start)
+    writers = {out.person_of("whatsapp", r["MessageSid"]) for r in out.parsed("whatsapp") if r["ReceivedAt"] > since}
+    assert 0.1 < len(writers & hot) / len(hot) < 0.5
 
 
 # -- ground truth and manifest ----------------------------------------------------------------------------
