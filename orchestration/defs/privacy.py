@@ -21,9 +21,11 @@ from orchestration.privacy.erasure import run_erasure
 from orchestration.progress import report
 from orchestration.runlock import WarehouseLock, recover_dead_run
 from orchestration.settings import Settings
+from reverse_etl.privacy import register as register_destinations_store
 from serving.snapshot import register as register_serving_snapshot_store
 
 register_serving_snapshot_store()  # `cdp forget` loads only this module: the snapshot is one of its stores
+register_destinations_store()  # and the reverse-ETL destinations (Salesforce, SendGrid) configured here
 
 FORGET_JOB = "cdp_forget"
 
