@@ -2,6 +2,7 @@
 
     cdp generate --people N --seed S --out DIR   simulate the five sources (and the ground truth)
     cdp land DIR | cdp land SOURCE PATH...       land a generated folder, or your own export files
+    cdp land salesforce --from-api [--since ISO] pull changed Contacts through the Salesforce API (SALESFORCE_*)
     cdp run [--job NAME]                         materialize every asset (or run a job) through Dagster, in process
     cdp demo [--people N]                        generate, land, run, print the summary
     cdp summary                                  per source: landed / silver / quarantined
@@ -33,6 +34,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,9 +124,32 @@ def land_paths(settings: Settings, targets: Sequence[str]) -> list[LandedBatch]:
     return land_folder(zone, Path(targets[0]), _print_batch)
 
 
+def land_from_api(settings: Settings, targets: Sequence[str], since_text: str | None) -> list[LandedBatch]:
+    """`cdp land salesforce --from-api [--since ISO]`: Contacts changed since the zone's watermark (or since ISO)."""
+    from connectors.salesforce.api import pull_contacts
+
+    if list(targets) != ["salesforce"]:
+        raise CliError("land --from-api: only salesforce is pulled from an API: cdp land salesforce --from-api")
+    since = None
+    if since_text:
+        try:
+            since = datetime.fromisoformat(since_text)
+        except ValueError:
+            raise CliError(f"land --since {since_text!r}: expected an ISO 8601 time (2026-01-31T00:00:00Z)") from None
+    result = pull_contacts(LandingZone(settings.landing_root), since=since, progress=_print_batch)
+    if result.missing_fields:
+        _progress(f"land: Contact has no {', '.join(result.missing_fields)} in this org: landed without them")
+    mark = result.watermark.isoformat() if result.watermark else "none yet"
+    _progress(f"land: salesforce: {result.pulled:,} Contacts changed since {result.since or 'the beginning'}; "
+              f"watermark now {mark}")
+    return result.batches
+
+
 def cmd_land(args: argparse.Namespace) -> int:
     settings = Settings.from_env().export()
-    batches = land_paths(settings, args.targets)
+    if args.since and not args.from_api:
+        raise CliError("land: --since goes with --from-api (cdp land salesforce --from-api --since 2026-01-31)")
+    batches = land_from_api(settings, args.targets, args.since) if args.from_api else land_paths(settings, args.targets)
     new = [b for b in batches if not b.already_landed]
     print(
         f"landed {len(new)} new batches ({sum(b.records for b in new):,} records); "
@@ -402,9 +427,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"in {result.seconds:.1f} s")
     batches = land_paths(settings, [str(generated)])
     _progress(f"demo: landed {len(batches)} batches ({sum(b.records for b in batches):,} records)")
-    seconds = run_pipeline(settings)
-    print(f"demo: pipeline ran in {seconds:.1f} s through Dagster (see it with `make ui`)")
-    print_summary(settings)
+    from orchestration.demo import local_destinations, print_synced
+
+    with local_destinations(settings) as env:
+        _progress(f"demo: reverse ETL to local emulators: Salesforce {env['SALESFORCE_INSTANCE_URL']}, Twilio "
+                  f"{env['TWILIO_API_BASE_URL']}, SendGrid {env['SENDGRID_API_BASE_URL']}")
+        seconds = run_pipeline(settings)
+        print(f"demo: pipeline ran in {seconds:.1f} s through Dagster (see it with `make ui`)")
+        print_summary(settings)
+        print_synced(settings)
     return 0
 
 
@@ -508,6 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     land = commands.add_parser("land", help="land a generated folder, or SOURCE FILE... (your own exports)")
     land.add_argument("targets", nargs="+", metavar="DIR | SOURCE PATH...")
+    land.add_argument("--from-api", action="store_true",
+                      help="with SOURCE salesforce: pull the Contacts changed since the last pull through the "
+                           "Salesforce REST API (SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN, or a login)")
+    land.add_argument("--since", metavar="ISO",
+                      help="with --from-api: pull what changed after this time (UTC unless it has an offset) "
+                           "instead of after the stored watermark")
     land.set_defaults(func=cmd_land)
 
     sync = commands.add_parser("sync", help="reverse ETL: run the declared syncs, or plan them with --dry-run")

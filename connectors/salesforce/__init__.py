@@ -1,7 +1,9 @@
-"""Salesforce Contacts: Bulk API 2.0 CSV exports and REST query responses (`{"records": [...]}`).
+"""Salesforce Contacts: Bulk API 2.0 CSV exports and REST query responses (`{"records": [...]}`) landed from files,
+or pulled from the org through the REST API.
 
-A REST client pulling through simple-salesforce with a LastModifiedDate watermark fits the same
-`Source` interface; until a local Salesforce emulator exists, exports are landed from files.
+The API pull (`connectors.salesforce.api.pull_contacts`, `cdp land salesforce --from-api`) runs a SOQL query with a
+LastModifiedDate watermark through simple-salesforce and lands each page as the bytes of a saved query response, so
+bronze and silver read both paths alike. It is imported on demand: it needs the reverse-ETL Salesforce client.
 """
 
 from typing import ClassVar

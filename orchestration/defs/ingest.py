@@ -4,13 +4,16 @@ Materializing it lands every new file dropped in the source's inbox (`var/inbox/
 example by a scheduled export) and moves the file to `landed/` beside it; files landed directly
 with `cdp land` are already in the zone. Either way the asset reports what the zone holds, and the
 dbt sources of the same name read it (see CdpDbtTranslator), so lineage runs from each connector.
+The Salesforce asset also pulls the Contacts changed since its last pull through the REST API when
+SALESFORCE_INSTANCE_URL is set (connectors/salesforce/api.py; the CRM pull job runs it hourly).
 """
 
+import os
 
 import dagster as dg
 
 from connectors.base import SourceError
-from connectors.landing import SOURCES, LandingZone
+from connectors.landing import SOURCES, LandedBatch, LandingZone
 from connectors.registry import FILE_SOURCES
 from orchestration.progress import report
 from orchestration.settings import Settings
@@ -51,10 +54,26 @@ def build_landing_asset(source: str) -> dg.AssetsDefinition:
                 if not batch.already_landed:
                     new_batches += 1
                     new_records += batch.records
+        pulled = ""
+        if source == "salesforce" and os.environ.get("SALESFORCE_INSTANCE_URL"):
+            from connectors.salesforce.api import pull_contacts
+
+            def landed(batch: LandedBatch) -> None:
+                context.log.info(f"salesforce: {batch.file_name}: {batch.records:,} records"
+                                 f"{' (already landed)' if batch.already_landed else ''}")
+
+            try:
+                result = pull_contacts(zone, since=None, progress=landed)
+            except SourceError as error:  # the inbox files are landed already; the run fails, visibly
+                raise dg.Failure(description=str(error)) from None
+            new_batches += len(result.new_batches)
+            new_records += result.count
+            pulled = (f"; API pull: {result.pulled:,} Contacts changed since {result.since or 'the beginning'}, "
+                      f"watermark {result.watermark.isoformat() if result.watermark else 'none yet'}")
         totals = zone.landed_counts()[source]
         mtimes = [path.stat().st_mtime_ns for path in zone.batch_files(source)]
         report(context, f"landing/{source}: {new_batches} new batches ({new_records:,} records); "
-               f"{totals['batches']} batches, {totals['records']:,} records in the zone")
+               f"{totals['batches']} batches, {totals['records']:,} records in the zone{pulled}")
         return dg.MaterializeResult(
             metadata={
                 "new_batches": new_batches,
