@@ -1,11 +1,12 @@
 """The right to be forgotten in the destinations: the erasure job's `destinations` store.
 
 A subject erased from the warehouse must also disappear from what reverse ETL pushed out: the Salesforce Contacts
-upserted by CDP_Profile_Id__c (or holding the subject's email) and the SendGrid contacts (by email or external id =
-profile id). Each destination configured in the environment is erased and then swept (searched again by every
-identifier: nothing found is the proof). A destination not configured here reports "not configured" and is not
-counted as erased. Twilio: messages already sent cannot be unsent; what the CDP keeps about them
-(reverse_etl.message_sends) is in the warehouse and erased by the warehouse store.
+upserted by CDP_Profile_Id__c (or holding the subject's email), the SendGrid contacts (by email or external id =
+profile id) and the Twilio messages to or from the subject's numbers (WhatsApp and SMS, outbound and inbound:
+Twilio keeps their bodies until they are deleted). Each destination configured in the environment is erased and
+then swept (searched again by every identifier: nothing found is the proof). A destination not configured here
+reports "not configured" and is not counted as erased. A message cannot be unsent, but its record is deleted; what
+the CDP keeps about it (reverse_etl.message_sends) is in the warehouse and erased by the warehouse store.
 
 Errors of a destination (down, throttled) are raised: the erasure request then ends `failed` with the reason and can
 be run again (every step is idempotent: deleting what is gone counts 0).
@@ -32,8 +33,16 @@ def _emails(subject: Subject) -> set[str]:
     return found | {form.strip().lower() for form in subject.raw_forms if "@" in form}
 
 
+def _phones(subject: Subject) -> set[str]:
+    found = {value for kind, value in subject.identifiers if kind == "phone"}
+    if subject.kind == "phone":
+        found.add(subject.normalized)
+    return found
+
+
 class DestinationsStore:
-    """Salesforce and SendGrid, each when configured (SALESFORCE_INSTANCE_URL..., SENDGRID_API_KEY)."""
+    """Salesforce, SendGrid and Twilio, each when configured (SALESFORCE_INSTANCE_URL..., SENDGRID_API_KEY,
+    TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)."""
 
     name = "destinations"
 
@@ -58,6 +67,14 @@ class DestinationsStore:
 
         return SendGridClient.from_env()
 
+    def _twilio(self) -> Any:
+        from reverse_etl.destinations.twilio import twilio_client
+
+        try:
+            return twilio_client(self.env)
+        except DestinationNotConfigured:
+            return None
+
     def erase(self, subject: Subject, progress: Progress) -> Erasure:
         emails, profile_ids = _emails(subject), sorted(subject.profile_ids)
         detail: dict[str, int] = {}
@@ -79,6 +96,13 @@ class DestinationsStore:
             finally:
                 client.close()
             progress(f"destinations: sendgrid: {detail['sendgrid.contacts']} contacts deleted")
+        twilio = self._twilio()
+        if twilio is not None:
+            from reverse_etl.destinations.twilio import erase_subject_messages
+
+            configured.append("twilio")
+            detail["twilio.messages"] = erase_subject_messages(twilio, _phones(subject))
+            progress(f"destinations: twilio: {detail['twilio.messages']} messages deleted")
         if not configured:
             return Erasure(status="not configured")
         return Erasure(rows=sum(detail.values()), detail={k: v for k, v in detail.items() if v})
@@ -103,6 +127,12 @@ class DestinationsStore:
                 client.close()
             if found:
                 findings["sendgrid.contacts"] = len(found)
+        twilio = self._twilio()
+        if twilio is not None:
+            from reverse_etl.destinations.twilio import find_subject_messages
+
+            if messages := find_subject_messages(twilio, _phones(subject)):
+                findings["twilio.messages"] = len(messages)
         return findings
 
 

@@ -61,6 +61,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from time import sleep as _sleep
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -746,3 +747,51 @@ def _page_error(error: TwilioException) -> TwilioRestException:
 
 def _message(error: TwilioRestException) -> str:
     return (error.msg or "").removeprefix("Unable to create record: ").removeprefix("Unable to fetch record: ")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Erasure (reverse_etl/privacy.py): Twilio keeps every message (body, numbers) until it is deleted
+
+
+def _addresses(phones: set[str]) -> list[str]:
+    """Every address a number has on Twilio: +E164 (SMS) and whatsapp:+E164."""
+    return sorted({form for phone in phones if _E164.match(phone) for form in (phone, f"whatsapp:{phone}")})
+
+
+def find_subject_messages(client: Client, phones: set[str]) -> list[str]:
+    """The SIDs of the messages to or from any of `phones` (E.164), outbound and inbound, SMS and WhatsApp."""
+    sids: set[str] = set()
+    try:
+        for address in _addresses(phones):
+            for filters in ({"to": address}, {"from_": address}):
+                sids.update(message.sid for message in client.messages.stream(page_size=1000, **filters))
+    except TwilioException as error:
+        if isinstance(error, TwilioRestException):
+            raise
+        raise _page_error(error) from error
+    return sorted(sids)
+
+
+def erase_subject_messages(client: Client, phones: set[str], *, wait_seconds: float = 60.0,
+                           sleep: Callable[[float], None] = _sleep) -> int:
+    """Delete every message to or from the subject's numbers; returns how many were deleted (0 when run again).
+    A message still on its way (queued, sending: Twilio refuses with 20009) is waited for, up to `wait_seconds`,
+    then the erasure fails naming it, so that the request can be run again."""
+    deleted = 0
+    for sid in find_subject_messages(client, phones):
+        waited, delay = 0.0, 0.5
+        while True:
+            try:
+                if client.messages(sid).delete():
+                    deleted += 1
+                break
+            except TwilioRestException as error:
+                if error.status == 404:
+                    break  # gone already: deleted by someone else, or by an earlier attempt
+                if error.code != 20009 or waited >= wait_seconds:
+                    raise DestinationError(
+                        f"twilio: could not delete message {sid}: {_message(error)} (HTTP {error.status}, code "
+                        f"{error.code}); run the request again") from error
+                sleep(delay)
+                waited, delay = waited + delay, min(delay * 2, 5.0)
+    return deleted
