@@ -39,8 +39,10 @@ Emulated (base path `/2010-04-01` for api.twilio.com, `/v1` for content.twilio.c
   account's auth token over the exact URL. Deliveries that fail (connection error, 429 or 5xx) are retried
   (`callback_max_attempts`, doubling from `callback_retry_seconds`); every attempt is logged in state["callbacks"].
 - Faults (see `Faults`): rate_429 (error 20429), rate_5xx (500 20500 / 503 20503), latency_ms, drop_after_commit
-  (create/update/delete applied, callbacks still go out, connection closed without a response) and
-  rate_undelivered (the message ends "undelivered" with 63024 on WhatsApp, 30008 on SMS).
+  (create/update/delete applied, callbacks still go out, connection closed without a response),
+  hold_after_commit_ms (a create/update/delete applied, its answer held back that long: a client killed meanwhile
+  never learns that it was sent) and rate_undelivered (the message ends "undelivered" with 63024 on WhatsApp,
+  30008 on SMS).
 - Inbound simulation: `POST /__emulator/inbound` {"from": "whatsapp:+...", "to": ..., "body": ..., "webhook_url":
   ..., "profile_name": ...} stores an inbound message, opens the session window for that number and POSTs Twilio's
   signed inbound webhook to webhook_url (answer: the webhook's status code and body).
@@ -152,6 +154,7 @@ class Faults:
     rate_5xx: float = 0
     latency_ms: float = 0
     drop_after_commit: float = 0
+    hold_after_commit_ms: float = 0
     rate_undelivered: float = 0
 
     @classmethod
@@ -663,6 +666,8 @@ class TwilioEmulator:
                 dropped = self._fault_rng.random() < faults.drop_after_commit
             if dropped:
                 return _Reply(reply.status, drop=True)
+        if method in ("POST", "DELETE") and 200 <= reply.status < 300 and faults.hold_after_commit_ms > 0:
+            time.sleep(faults.hold_after_commit_ms / 1000)
         return reply
 
     def _authenticate(self, header: str | None) -> str | None:

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -228,6 +232,61 @@ def test_crash_between_the_send_and_its_bookkeeping_does_not_send_twice(
     assert len(creates(emu)) == 4
     assert {r["status"] for r in sends(con).values()} == {"sent"}
     assert json.loads(sends(con)["m0"]["status_history"])[0]["source"] == "reconcile"
+
+
+# A real crash: the sync runs in its own process and is killed with SIGKILL after Twilio committed the first message
+# and before its answer arrived (the emulator holds the answer back). The intent record written before the call is
+# what survives; the next run, in a new process, reconciles it against Twilio and sends nothing twice.
+SYNC_PROCESS = """
+import dataclasses, sys
+import duckdb
+from reverse_etl.base import ApiBudget
+from reverse_etl.config import load_syncs
+from reverse_etl.destinations import open_destination
+from reverse_etl.runner import run_sync
+
+declared = load_syncs()["whatsapp_advisor_intro"]
+sync = dataclasses.replace(declared, batch_size=1, mapping={**declared.mapping, "Timezone": "timezone"})
+con = duckdb.connect(sys.argv[1])
+budget = ApiBudget(con, "twilio", None)
+print("sending", flush=True)
+run_sync(con, sync, open_destination(sync, budget), budget=budget)
+"""
+
+
+def test_sigkill_between_the_send_and_its_bookkeeping_does_not_send_twice(
+        emu: TwilioEmulator, env: None, con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    load(con, *(row(f"k{i}", f"p{i}", f"+49151400000{i:02d}", f"K{i}") for i in range(3)))
+    path = con.execute("select path from duckdb_databases() where database_name = current_database()").fetchone()[0]
+    con.close()  # the sync process is the only writer, as under the warehouse lock
+    emu.set_faults(hold_after_commit_ms=20_000)
+    process = subprocess.Popen([sys.executable, "-c", SYNC_PROCESS, path], env=os.environ.copy(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not emu.messages() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        assert len(emu.messages()) == 1, process.communicate(timeout=5) if process.poll() is not None else "no send"
+        os.killpg(process.pid, signal.SIGKILL)  # Twilio has the message, the process never learns it
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL
+    emu.set_faults(None)
+
+    with duckdb.connect(path) as after:
+        (first,) = emu.messages()
+        intents = after.execute(f"select trigger_key, status, message_sid from {MESSAGE_SENDS}").fetchall()
+        assert intents == [("k0", "intent", None)]  # committed before the call; the answer never came
+        assert after.execute(f"select count(*) from {STATE}").fetchone()[0] == 0
+
+        result = run(after, make_sync())  # a new process' run: reconciles k0, sends k1 and k2
+
+        assert result.status == "succeeded", result.error
+        assert per_recipient(emu) == {f"whatsapp:+49151400000{i:02d}": 1 for i in range(3)}
+        assert delivered(after)["k0"] == first["sid"]
+        assert {r["status"] for r in sends(after).values()} == {"sent"}
 
 
 def test_lost_answers_are_reconciled_not_resent(
