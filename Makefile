@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/cdp demo --people $(PEOPLE)
 
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 lint: install
 	$(BIN)/ruff check .

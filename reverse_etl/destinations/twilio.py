@@ -36,12 +36,15 @@ What a message needs (issue 7), in the order they are checked per record:
    -- or per number: either matches -- and channel, over all syncs, in the rolling window; otherwise FREQUENCY_CAP
    (deferred: later runs try again).
 
-Delivery statuses: no status callback route (the API's POST /webhooks/twilio is for inbound messages). Instead,
-at the start of each run (`start()`, which the runner calls first, so the calls count in the run's api_calls), the
-destination polls `messages(sid).fetch()` for up to `status_poll_limit` sent messages of the last 7 days without a
-final status (delivered, read, undelivered, failed, canceled) and writes the status into message_sends
-(delivery_status, and each change, with time and error code, appended to status_history as JSON). Polling is best
-effort: an error or a spent budget ends it for the run.
+Delivery statuses, at the start of each run (`start()`, which the runner calls first, so the calls count in the
+run's api_calls), into message_sends (delivery_status, and each change with time, error code and source appended to
+status_history as JSON):
+1. Status callbacks: with `TWILIO_STATUS_CALLBACK_URL` set (the API's public `.../webhooks/twilio/status`), every
+   message is created with that StatusCallback; the API writes what Twilio posts (reverse_etl/status_callbacks.py)
+   and the run records it (source "callback"), so that `read` after `delivered` is seen too.
+2. Polling, for what no callback settled: `messages(sid).fetch()` for up to `status_poll_limit` sent messages of the
+   last 7 days without a final status (delivered, read, undelivered, failed, canceled), source "poll". Best effort:
+   an error or a spent budget ends it for the run.
 
 Quiet hours and the frequency cap are deferrals, not failures (reverse_etl/base.py, DEFERRED_RECORD_CODES): the
 runner neither resends them within the run nor counts them as attempts, and reports them as `deferred`.
@@ -61,6 +64,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from time import sleep as _sleep
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -71,7 +75,9 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from connectors.landing import default_landing_root
 from orchestration.quality.gate_4 import DestinationField
+from reverse_etl import status_callbacks
 from reverse_etl.base import (
     ApiBudget,
     BudgetExhausted,
@@ -99,6 +105,9 @@ MAX_BATCH = 50  # messages are sent one request each; a small batch keeps the ru
 RECONCILE_PAGE = 50  # the recipient's latest messages searched for a lost send
 RECONCILE_SLACK = timedelta(seconds=2)  # Twilio's date_created has whole seconds; clocks differ a little
 STATUS_POLL_DAYS = 7
+# how far a message got: a status callback never moves delivery_status back (they may arrive out of order)
+STATUS_RANK = {"accepted": 0, "scheduled": 0, "queued": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 5,
+               "undelivered": 5, "failed": 5, "canceled": 5}
 FINAL_DELIVERY_STATUSES = frozenset({"delivered", "read", "undelivered", "failed", "canceled", "not_found"})
 POSSIBLY_SENT = ("sent", "intent", "unknown")  # what the frequency cap counts
 
@@ -262,13 +271,14 @@ class _Settings:
     auth_token: str
     sender: str  # From: whatsapp:+E164 or an SMS sender
     base_url: str | None
+    status_callback_url: str | None = None  # TWILIO_STATUS_CALLBACK_URL: the API's /webhooks/twilio/status
 
 
 def _settings(env: Mapping[str, str], channel: str) -> _Settings:
     """The TWILIO_* settings of `channel`, checked; DestinationNotConfigured names what to set."""
     sender_variable = SENDER_VARIABLES[channel]
     names = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", sender_variable)
-    values = {name: _text(env.get(name)) for name in (*names, "TWILIO_API_BASE_URL")}
+    values = {name: _text(env.get(name)) for name in (*names, "TWILIO_API_BASE_URL", "TWILIO_STATUS_CALLBACK_URL")}
     missing = [name for name in names if not values[name]]
     if missing:
         raise DestinationNotConfigured(
@@ -288,7 +298,11 @@ def _settings(env: Mapping[str, str], channel: str) -> _Settings:
     base_url = values["TWILIO_API_BASE_URL"] or None
     if base_url and not re.match(r"^https?://[^/\s]+", base_url):
         raise DestinationError(f"TWILIO_API_BASE_URL={base_url!r} is not a URL: use e.g. http://127.0.0.1:8090")
-    return _Settings(values["TWILIO_ACCOUNT_SID"], values["TWILIO_AUTH_TOKEN"], sender, base_url)
+    callback = values["TWILIO_STATUS_CALLBACK_URL"] or None
+    if callback and not re.match(r"^https?://[^/\s]+/\S*$", callback):
+        raise DestinationError(f"TWILIO_STATUS_CALLBACK_URL={callback!r} is not a URL: use the API's public "
+                               "https://<host>/webhooks/twilio/status")
+    return _Settings(values["TWILIO_ACCOUNT_SID"], values["TWILIO_AUTH_TOKEN"], sender, base_url, callback)
 
 
 def twilio_client(env: Mapping[str, str] | None = None) -> Client:
@@ -401,10 +415,13 @@ class TwilioDestination:
         ensure_message_sends(self.con)
         self._template_text: str | None = None
         self.statuses_polled = 0
+        self.callbacks_recorded = 0
 
     def start(self) -> None:
         """Called by the runner at the start of a run (after it notes the budget, so these calls count in the
-        run's api_calls): poll the delivery statuses of recent messages."""
+        run's api_calls): record the status callbacks the API received, then poll the delivery statuses of recent
+        messages still without a final one."""
+        self.callbacks_recorded = self.record_callbacks()
         self.statuses_polled = self.refresh_statuses()
 
     # -- the interface ---------------------------------------------------------------------------------------
@@ -494,6 +511,8 @@ class TwilioDestination:
                 f"{self.options.max_messages}); not sent now, a later run tries again"))
 
         request: dict[str, Any] = {"to": self._address(to), "from_": self.settings.sender}
+        if self.settings.status_callback_url:
+            request["status_callback"] = self.settings.status_callback_url
         if self.options.content_sid:
             variables = self._variables(fields.get("ContentVariables"))
             if variables is None:
@@ -678,6 +697,53 @@ class TwilioDestination:
             f'select count(*) from {MESSAGE_SENDS} where (profile_id = ? or "to" = ?) and channel = ? '
             f"and status in {POSSIBLY_SENT} and attempted_at >= ? and send_key <> ?",
             [profile, to, self.options.channel, since, send_key]).fetchone()[0])
+
+    def record_callbacks(self, landing_root: Path | None = None) -> int:
+        """Record the status callbacks the API wrote (reverse_etl/status_callbacks.py) into message_sends: each
+        change appended to status_history (source "callback", at = when the API received it), delivery_status
+        moved forward only (callbacks may arrive out of order). Returns how many were recorded."""
+        paths = status_callbacks.claim(landing_root or default_landing_root())
+        if not paths:
+            return 0
+        entries, unreadable = status_callbacks.read(paths)
+        by_sid: dict[str, list[dict[str, Any]]] = {}
+        for entry in entries:
+            by_sid.setdefault(str(entry["MessageSid"]), []).append(entry)
+        known = {}
+        if by_sid:
+            self.con.execute("create or replace temp table _callback_sids (sid varchar)")
+            self.con.executemany("insert into _callback_sids values (?)", [[sid] for sid in by_sid])
+            known = {row[1]: row for row in self.con.execute(
+                f"select send_key, message_sid, delivery_status, status_history from {MESSAGE_SENDS} "
+                "where message_sid in (select sid from _callback_sids)").fetchall()}
+        recorded = unknown = 0
+        for sid, items in by_sid.items():
+            if sid not in known:
+                unknown += len(items)  # a message no sync recorded as sent (reconciled later, or erased)
+                continue
+            send_key, _, status, history_json = known[sid]
+            history = json.loads(history_json) if history_json else []
+            seen = {(h.get("status"), h.get("at")) for h in history if h.get("source") == "callback"}
+            for entry in items:
+                new = str(entry["MessageStatus"])
+                if (new, entry.get("ReceivedAt")) in seen:
+                    continue  # recorded by an earlier run that stopped before deleting the file
+                seen.add((new, entry.get("ReceivedAt")))
+                history.append({"status": new, "at": entry.get("ReceivedAt"), "source": "callback",
+                                **({"error_code": str(entry["ErrorCode"])} if entry.get("ErrorCode") else {})})
+                if STATUS_RANK.get(new, 0) >= STATUS_RANK.get(status or "", 0):
+                    status = new
+                recorded += 1
+            code = next((str(e["ErrorCode"]) for e in reversed(items) if e.get("ErrorCode")), None)
+            self.con.execute(
+                f"update {MESSAGE_SENDS} set delivery_status = ?, delivery_checked_at = ?, status_history = ?, "
+                "error_code = coalesce(?, error_code), updated_at = ? where send_key = ?",
+                [status, _utcnow(), json.dumps(history), code, _utcnow(), send_key])
+        status_callbacks.release(paths)
+        if unknown or unreadable:
+            log.info(f"twilio: {unknown} status callbacks for messages no sync recorded as sent, {unreadable} "
+                     "unreadable lines: not recorded")
+        return recorded
 
     def refresh_statuses(self) -> int:
         """Poll Twilio for the delivery status of recently sent messages without a final one (best effort, at the

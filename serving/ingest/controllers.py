@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, ClassVar, NoReturn
 
+import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.exceptions import ClientException, PermissionDeniedException
 from litestar.openapi.datastructures import ResponseSpec
 
+from reverse_etl import status_callbacks
 from serving.ingest.schemas import (
     Accepted,
     ErrorBody,
@@ -23,6 +25,7 @@ from serving.ingest.schemas import (
     SegmentMessage,
     SendGridEvent,
     TwilioInbound,
+    TwilioStatusCallback,
     body_of,
 )
 from serving.ingest.segment import MessageError, decode_envelope, prepare_message, received_stamp
@@ -260,7 +263,8 @@ class WebhookController(Controller):
           operation_class=body_of(TwilioInbound, "application/x-www-form-urlencoded"))
     async def twilio(self, request: Request) -> Response[str]:
         """Form parameters signed with X-Twilio-Signature (TWILIO_AUTH_TOKEN; without it every request gets 403),
-        landed in source `whatsapp` as a JSON object of the parameters plus ReceivedAt. Answers an empty TwiML."""
+        landed in source `whatsapp` as a JSON object of the parameters plus ReceivedAt (a status callback sent here
+        is recorded as one, see twilio_status). Answers an empty TwiML."""
         settings = _settings(request)
         if not settings.twilio_auth_token:
             raise PermissionDeniedException("TWILIO_AUTH_TOKEN is not configured: Twilio webhooks are refused")
@@ -273,6 +277,43 @@ class WebhookController(Controller):
         if not twilio_signature_valid(settings.twilio_auth_token, url, params,
                                       request.headers.get(TWILIO_SIGNATURE_HEADER)):
             raise PermissionDeniedException("X-Twilio-Signature missing or invalid")
+        if params.get("MessageStatus") and "Body" not in params:
+            # a status callback sent here (a StatusCallback URL set to the inbound one): recorded as a status,
+            # not landed as a message "from" our own sender
+            await _record_status(settings, params)
+            return Response(EMPTY_TWIML, media_type=TWIML_MEDIA_TYPE)
         line = msgspec.json.encode(twilio_payload(params, utc_now_iso("seconds"))) + b"\n"
         await _service(request).commit({"whatsapp": [line]})
         return Response(EMPTY_TWIML, media_type=TWIML_MEDIA_TYPE)
+
+    @post("/twilio/status", operation_id="webhookTwilioStatus", summary="Twilio message status callback",
+          status_code=200, media_type=TWIML_MEDIA_TYPE, responses=_webhook_errors,
+          operation_class=body_of(TwilioStatusCallback, "application/x-www-form-urlencoded"))
+    async def twilio_status(self, request: Request) -> Response[str]:
+        """The StatusCallback of the messages the Twilio syncs send (TWILIO_STATUS_CALLBACK_URL), signed like the
+        inbound webhook. The message SID, status and error code are written (fsynced) for the next run of the
+        sync, which records them in reverse_etl.message_sends; no number or text is kept."""
+        settings = _settings(request)
+        if not settings.twilio_auth_token:
+            raise PermissionDeniedException("TWILIO_AUTH_TOKEN is not configured: Twilio webhooks are refused")
+        body = await _read_body(request, settings.max_batch_bytes, authenticated=False)
+        params = twilio_params(body)
+        url = str(request.url)
+        if settings.public_url:
+            query = request.url.query
+            url = settings.public_url + request.url.path + (f"?{query}" if query else "")
+        if not twilio_signature_valid(settings.twilio_auth_token, url, params,
+                                      request.headers.get(TWILIO_SIGNATURE_HEADER)):
+            raise PermissionDeniedException("X-Twilio-Signature missing or invalid")
+        missing = [name for name in ("MessageSid", "MessageStatus") if not params.get(name)]
+        if missing:
+            await _reject(request, f"not a status callback: {' and '.join(missing)} missing "
+                                   "(inbound messages go to /webhooks/twilio)", body)
+        await _record_status(settings, params)
+        return Response(EMPTY_TWIML, media_type=TWIML_MEDIA_TYPE)
+
+
+async def _record_status(settings: ServingSettings, params: Any) -> None:
+    """Write a status callback for the next Twilio sync run (fsynced before the caller answers)."""
+    entry = status_callbacks.entry(dict(params), utc_now_iso("seconds"))
+    await anyio.to_thread.run_sync(status_callbacks.append, settings.landing_root, [entry])

@@ -83,6 +83,18 @@ class TwilioInbound(msgspec.Struct, kw_only=True):
     WaId: str | UnsetType = UNSET
 
 
+class TwilioStatusCallback(msgspec.Struct, kw_only=True):
+    """Twilio's message status callback, form-encoded: what the API keeps of it is MessageSid, MessageStatus and
+    ErrorCode (reverse_etl/status_callbacks.py)."""
+
+    MessageSid: str
+    MessageStatus: str
+    ErrorCode: str | UnsetType = UNSET
+    AccountSid: str | UnsetType = UNSET
+    From: str | UnsetType = UNSET
+    To: str | UnsetType = UNSET
+
+
 class Accepted(msgspec.Struct):
     """Segment's answer: the events are on disk (fsynced) when it is sent."""
 
