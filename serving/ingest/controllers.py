@@ -266,17 +266,7 @@ class WebhookController(Controller):
         landed in source `whatsapp` as a JSON object of the parameters plus ReceivedAt (a status callback sent here
         is recorded as one, see twilio_status). Answers an empty TwiML."""
         settings = _settings(request)
-        if not settings.twilio_auth_token:
-            raise PermissionDeniedException("TWILIO_AUTH_TOKEN is not configured: Twilio webhooks are refused")
-        body = await _read_body(request, settings.max_batch_bytes, authenticated=False)
-        params = twilio_params(body)
-        url = str(request.url)
-        if settings.public_url:
-            query = request.url.query
-            url = settings.public_url + request.url.path + (f"?{query}" if query else "")
-        if not twilio_signature_valid(settings.twilio_auth_token, url, params,
-                                      request.headers.get(TWILIO_SIGNATURE_HEADER)):
-            raise PermissionDeniedException("X-Twilio-Signature missing or invalid")
+        _, params = await _signed_twilio_form(request, settings)
         if params.get("MessageStatus") and "Body" not in params:
             # a status callback sent here (a StatusCallback URL set to the inbound one): recorded as a status,
             # not landed as a message "from" our own sender
@@ -294,23 +284,30 @@ class WebhookController(Controller):
         inbound webhook. The message SID, status and error code are written (fsynced) for the next run of the
         sync, which records them in reverse_etl.message_sends; no number or text is kept."""
         settings = _settings(request)
-        if not settings.twilio_auth_token:
-            raise PermissionDeniedException("TWILIO_AUTH_TOKEN is not configured: Twilio webhooks are refused")
-        body = await _read_body(request, settings.max_batch_bytes, authenticated=False)
-        params = twilio_params(body)
-        url = str(request.url)
-        if settings.public_url:
-            query = request.url.query
-            url = settings.public_url + request.url.path + (f"?{query}" if query else "")
-        if not twilio_signature_valid(settings.twilio_auth_token, url, params,
-                                      request.headers.get(TWILIO_SIGNATURE_HEADER)):
-            raise PermissionDeniedException("X-Twilio-Signature missing or invalid")
+        body, params = await _signed_twilio_form(request, settings)
         missing = [name for name in ("MessageSid", "MessageStatus") if not params.get(name)]
         if missing:
             await _reject(request, f"not a status callback: {' and '.join(missing)} missing "
                                    "(inbound messages go to /webhooks/twilio)", body)
         await _record_status(settings, params)
         return Response(EMPTY_TWIML, media_type=TWIML_MEDIA_TYPE)
+
+
+async def _signed_twilio_form(request: Request, settings: ServingSettings) -> tuple[bytes, Any]:
+    """The body and its form parameters, once X-Twilio-Signature verifies with TWILIO_AUTH_TOKEN over the URL
+    Twilio called (CDP_API_PUBLIC_URL behind a proxy); 403 otherwise, and for every request without a token."""
+    if not settings.twilio_auth_token:
+        raise PermissionDeniedException("TWILIO_AUTH_TOKEN is not configured: Twilio webhooks are refused")
+    body = await _read_body(request, settings.max_batch_bytes, authenticated=False)
+    params = twilio_params(body)
+    url = str(request.url)
+    if settings.public_url:
+        query = request.url.query
+        url = settings.public_url + request.url.path + (f"?{query}" if query else "")
+    if not twilio_signature_valid(settings.twilio_auth_token, url, params,
+                                  request.headers.get(TWILIO_SIGNATURE_HEADER)):
+        raise PermissionDeniedException("X-Twilio-Signature missing or invalid")
+    return body, params
 
 
 async def _record_status(settings: ServingSettings, params: Any) -> None:

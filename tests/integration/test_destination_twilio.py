@@ -10,6 +10,7 @@ night, instead of faking time (reconciliation compares Twilio's real timestamps 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -90,16 +91,25 @@ def env(emu: TwilioEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TWILIO_QUIET_HOURS", raising=False)  # the sync's own quiet hours, not the shell's override
 
 
-@pytest.fixture
-def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+@contextlib.contextmanager
+def warehouse_with_payload_table(folder: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB file with an empty activation.sync_whatsapp_advisor_intro (the model's columns, plus timezone)."""
+    connection = duckdb.connect(str(folder / "warehouse.duckdb"))
     connection.execute("create schema activation")
     connection.execute(
         "create table activation.sync_whatsapp_advisor_intro (message_key varchar, profile_id varchar, "
         "phone varchar, body varchar, content_variables varchar, entered_at timestamp, whatsapp_consent varchar, "
         "timezone varchar, country varchar)")
-    yield connection
-    connection.close()
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    with warehouse_with_payload_table(tmp_path) as connection:
+        yield connection
 
 
 def make_sync(**options: Any) -> SyncConfig:

@@ -22,7 +22,7 @@ from reverse_etl.destinations.twilio import MESSAGE_SENDS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_api_ingest import Server, start_server, stop_server  # a sibling test module's helpers
-from test_destination_twilio import load, make_sync, row, run
+from test_destination_twilio import load, make_sync, row, run, warehouse_with_payload_table
 
 pytestmark = pytest.mark.integration
 
@@ -44,14 +44,8 @@ def emu() -> Iterator[TwilioEmulator]:
 
 @pytest.fixture
 def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    connection.execute("create schema activation")
-    connection.execute(
-        "create table activation.sync_whatsapp_advisor_intro (message_key varchar, profile_id varchar, "
-        "phone varchar, body varchar, content_variables varchar, entered_at timestamp, whatsapp_consent varchar, "
-        "timezone varchar, country varchar)")
-    yield connection
-    connection.close()
+    with warehouse_with_payload_table(tmp_path) as connection:
+        yield connection
 
 
 def waiting(landing: Path) -> list[dict]:
