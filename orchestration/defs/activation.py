@@ -2,9 +2,10 @@
 
 Each asset depends on its payload model (`activation/<model>`, built by dbt) and runs the sync with
 reverse_etl/runner.py: gate 4 on the model's rows, then only the new, changed (and, in mirror mode, removed) rows go
-to the destination. Gate 4 is the asset check `gate_4_<sync>` of the asset: when it fails, nothing is sent and the
-asset reports `blocked` in its metadata (the destination keeps its last good data; the check says why). The run's
-counts (planned, sent, succeeded, failed, retried, rejected, API calls) are the materialization's metadata and a
+to the destination. Gate 4 is the blocking asset check `gate_4_<sync>` of the asset: when it fails, nothing is sent,
+the asset reports `blocked` in its metadata and the step fails like gates 1-3 (the destination keeps its last good
+data; the check says why). The run's counts (planned, sent, succeeded, failed, retried, rejected, deferred, API
+calls) are the materialization's metadata and a
 row of reverse_etl.sync_runs. A sync that fails (destination down, bad credentials) fails its step with the reason.
 A destination that is not configured in the environment (or not installed) is not enabled here: the asset then
 plans only (gate 4 + dry run, audited as a dry run) and says which variables to set, so `cdp run` works anywhere.
@@ -102,7 +103,7 @@ def build_sync_asset(sync: SyncConfig) -> dg.AssetsDefinition:
                 progress=lambda message: report(context, message),
             )
         report(context, result.summary() + (f" (not sent: {not_enabled})" if not_enabled else ""))
-        metadata = {**result.metadata(), "dagster_run_id": context.run_id,
+        metadata = {**result.metadata(), "dagster_run_id": context.run.run_id,
                     **({"not_enabled": not_enabled} if not_enabled else {})}
         if result.gate is not None:
             yield _gate_check(sync, result)

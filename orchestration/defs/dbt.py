@@ -75,7 +75,7 @@ SILVER_SELECTION = "path:dbt_project/models/bronze path:dbt_project/models/silve
 def warehouse_lock(init_context: dg.InitResourceContext) -> Iterator[WarehouseLock]:
     settings = Settings.from_env()
     lock = WarehouseLock(settings.warehouse_path)
-    run_id = init_context.run_id or "unknown"
+    run_id = init_context.run.run_id if init_context.run else "unknown"
     dead = lock.acquire(run_id, on_wait=init_context.log.warning if init_context.log else print)
     try:
         if dead is not None and init_context.instance is not None:

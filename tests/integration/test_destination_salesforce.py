@@ -466,3 +466,48 @@ def test_check_names_missing_fields_and_a_match_key_that_is_no_external_id(
     assert "Contact.Email is not an External ID field" in str(error.value)
     SalesforceDestination(contacts_sync(), budget).check()
     assert budget.used_today() == 2 == api_usage(emu)  # one describe each
+
+
+# ---- the Dagster asset: gate 4 blocks the sync
+
+
+def test_the_sync_asset_sends_when_gate_4_passes_and_nothing_when_it_fails(
+        emu: SalesforceEmulator, env: pytest.MonkeyPatch, con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    import dagster as dg
+
+    from orchestration.defs.activation import build_sync_asset
+    from orchestration.defs.dbt import warehouse_lock
+
+    token_env(env, emu)
+    path = con.execute("select path from duckdb_databases() where database_name = current_database()").fetchone()[0]
+    env.setenv("CDP_HOME", str(tmp_path))
+    env.setenv("CDP_WAREHOUSE_PATH", path)
+    payload(con, 50)
+    con.close()  # the asset opens the warehouse itself, under the warehouse lock
+    asset = build_sync_asset(DECLARED)
+
+    def materialize() -> dg.ExecuteInProcessResult:
+        return dg.materialize([asset], resources={"warehouse_lock": warehouse_lock}, raise_on_error=False)
+
+    passed = materialize()
+    assert passed.success
+    [check] = passed.get_asset_check_evaluations()
+    assert check.check_name == "gate_4_salesforce_contacts" and check.passed
+    assert len(emu.records("Contact")) == 50
+
+    # an email in a name field: gate 4 fails, the step fails like gates 1-3, and nothing is sent
+    with duckdb.connect(path) as warehouse:
+        warehouse.execute("update activation.sync_salesforce_contacts set first_name = 'ana@example.org', "
+                          "engagement_score = 1 where profile_id = 'p000000003'")
+    before = {r["CDP_Profile_Id__c"]: r["SystemModstamp"] for r in emu.records("Contact")}
+    blocked = materialize()
+    assert not blocked.success
+    [check] = blocked.get_asset_check_evaluations()
+    assert not check.passed and check.metadata["failed"].value.count("first_name") >= 1
+    [materialization] = blocked.asset_materializations_for_node(asset.node_def.name)
+    assert materialization.metadata["status"].value == "blocked"
+    assert {r["CDP_Profile_Id__c"]: r["SystemModstamp"] for r in emu.records("Contact")} == before
+    with duckdb.connect(path, read_only=True) as warehouse:
+        statuses = [r[0] for r in warehouse.execute(
+            "select status from reverse_etl.sync_runs order by started_at").fetchall()]
+    assert statuses == ["succeeded", "blocked"]
