@@ -23,6 +23,8 @@ from pathlib import Path
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from contacts_payload import contacts_select
+
 from reverse_etl.config import SyncConfig
 from reverse_etl.runner import _row_hash_sql, plan
 from reverse_etl.state import STATE, ensure_tables
@@ -57,23 +59,7 @@ SYNC = SyncConfig(
 
 def build(con: duckdb.DuckDBPyConnection, rows: int) -> tuple[int, int]:
     """The payload and the state of a run that delivered it; then 1 % changed, 0.5 % removed. Returns both counts."""
-    con.execute(f"""
-        create or replace table payload as
-        select
-            'prf_' || lpad(cast(i as varchar), 24, '0') as profile_id,
-            (['Anna', 'Jörg', 'Mary-Kate', 'Li', 'Omar'])[1 + i % 5] as first_name,
-            'Example' || i as last_name,
-            'student' || i || '@uni.example.org' as email,
-            '+49151' || (1000000 + i) as phone,
-            (['inquiry', 'applicant', 'admitted', 'enrolled', 'alumni'])[1 + i % 5] as lifecycle_stage,
-            round((i % 1000) / 10.0, 1) as engagement_score,
-            case when i % 3 = 0 then 'applicant_stalled;dormant_inquiry' end as segments,
-            timestamp '2026-01-01' + to_seconds(i) as last_seen_at,
-            i % 7 = 0 as has_opted_out_of_email,
-            'implied' as email_consent,
-            'unknown' as whatsapp_consent
-        from range({rows}) as t(i)
-    """)
+    con.execute(f"create or replace table payload as {contacts_select(rows, 'prf_', 24)}")
     ensure_tables(con)
     con.execute(f"delete from {STATE} where sync = ?", [SYNC.name])
     con.execute(

@@ -35,6 +35,8 @@ from pathlib import Path
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from contacts_payload import contacts_select
+
 from emulators.salesforce import SalesforceEmulator
 from reverse_etl.base import ApiBudget
 from reverse_etl.config import SyncConfig, load_syncs
@@ -53,23 +55,7 @@ FIELDS = {"FirstName": "first_name", "LastName": "last_name", "Email": "email", 
 
 def build(con: duckdb.DuckDBPyConnection, rows: int) -> None:
     con.execute("create schema if not exists activation")
-    con.execute(f"""
-        create or replace table activation.sync_salesforce_contacts as
-        select
-            'p' || lpad(cast(i as varchar), 9, '0') as profile_id,
-            (['Anna', 'Jörg', 'Mary-Kate', 'Li', 'Omar'])[1 + i % 5] as first_name,
-            'Example' || i as last_name,
-            'student' || i || '@uni.example.org' as email,
-            '+49151' || (1000000 + i) as phone,
-            (['inquiry', 'applicant', 'admitted', 'enrolled', 'alumni'])[1 + i % 5] as lifecycle_stage,
-            round((i % 1000) / 10.0, 1) as engagement_score,
-            case when i % 3 = 0 then 'applicant_stalled;dormant_inquiry' end as segments,
-            timestamp '2026-01-01' + to_seconds(i) as last_seen_at,
-            i % 7 = 0 as has_opted_out_of_email,
-            'implied' as email_consent,
-            'unknown' as whatsapp_consent
-        from range({rows}) as t(i)
-    """)
+    con.execute(f"create or replace table activation.sync_salesforce_contacts as {contacts_select(rows, 'p', 9)}")
 
 
 def one_run(rows: int, batch: int, tmp: Path, attempt: int) -> dict[str, float | int | str]:

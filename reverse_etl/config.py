@@ -46,25 +46,16 @@ SALESFORCE_CONSENT_FIELDS: dict[str, DestinationField] = catalogue(
 # Salesforce Contact: gate 4's catalogue plus the consent fields.
 SALESFORCE_CONTACT_SYNC_FIELDS: dict[str, DestinationField] = {**SALESFORCE_CONTACT_FIELDS, **SALESFORCE_CONSENT_FIELDS}
 
-# Salesforce Lead: the standard fields a CDP sync writes (API lengths) and the CDP's custom fields. No declared sync
-# writes Leads yet; the destination supports them.
+# Salesforce Lead: the Contact fields a Lead shares (same API names and lengths), the Lead's own required Company
+# and LeadSource, and the CDP's consent fields. No declared sync writes Leads yet; the destination supports them.
+_LEAD_SHARED = ("FirstName", "LastName", "Title", "Email", "Phone", "MobilePhone", "HasOptedOutOfEmail", "DoNotCall",
+                "CDP_Profile_Id__c", "CDP_Lifecycle_Stage__c", "CDP_Engagement_Score__c", "CDP_Segments__c",
+                "CDP_Last_Seen_At__c")
 SALESFORCE_LEAD_FIELDS: dict[str, DestinationField] = {
+    **{name: SALESFORCE_CONTACT_FIELDS[name] for name in _LEAD_SHARED},
     **catalogue(
-        DestinationField("FirstName", "string", 40, kind="name"),
-        DestinationField("LastName", "string", 80, required=True, kind="name"),
         DestinationField("Company", "string", 255, required=True, kind="other"),
-        DestinationField("Title", "string", 128, kind="free_text"),
-        DestinationField("Email", "email", 80, kind="contact"),
-        DestinationField("Phone", "phone", 40, kind="contact"),
-        DestinationField("MobilePhone", "phone", 40, kind="contact"),
         DestinationField("LeadSource", "string", 255, kind="other"),
-        DestinationField("HasOptedOutOfEmail", "boolean", kind="other"),
-        DestinationField("DoNotCall", "boolean", kind="other"),
-        DestinationField("CDP_Profile_Id__c", "string", 32, required=True, kind="identifier"),
-        DestinationField("CDP_Lifecycle_Stage__c", "string", 255, kind="other"),
-        DestinationField("CDP_Engagement_Score__c", "number", kind="other"),
-        DestinationField("CDP_Segments__c", "string", 4099, kind="other"),
-        DestinationField("CDP_Last_Seen_At__c", "datetime", kind="other"),
     ),
     **SALESFORCE_CONSENT_FIELDS,
 }
