@@ -7,16 +7,17 @@
 -#}
 {% macro watermark(column, where=none) -%}
     {%- set query -%}
-        select max({{ column }}) from {{ this }}{% if where %} where {{ where }}{% endif %}
+        select {{ cdp.timestamp_to_micros('max(' ~ column ~ ')') }} from {{ this }}{% if where %} where {{ where }}{% endif %}
     {%- endset -%}
     {%- if execute and model.resource_type != 'unit_test' -%}
         {%- set latest = run_query(query).columns[0].values()[0] -%}
         {%- if latest is none -%}
             cast('1900-01-01 00:00:00' as {{ cdp.type_utc_timestamp() }})
         {%- else -%}
-            cast('{{ latest }}' as {{ cdp.type_utc_timestamp() }})
+            cast({{ cdp.micros_to_timestamp(latest | int) }} as {{ cdp.type_utc_timestamp() }})
         {%- endif -%}
     {%- else -%}
-        coalesce(({{ query }}), cast('1900-01-01 00:00:00' as {{ cdp.type_utc_timestamp() }}))
+        coalesce((select max({{ column }}) from {{ this }}{% if where %} where {{ where }}{% endif %}),
+                 cast('1900-01-01 00:00:00' as {{ cdp.type_utc_timestamp() }}))
     {%- endif -%}
 {%- endmacro %}

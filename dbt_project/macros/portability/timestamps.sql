@@ -119,3 +119,38 @@
 {% macro default__timestamp_sort_key(ts, tiebreak) -%}
     {{ cdp.unsupported_dialect('timestamp_sort_key') }}
 {%- endmacro %}
+
+
+{#- A UTC timestamp as whole microseconds since 1970 and back: how a watermark read by one query is written
+    into the next as an exact literal, never through the driver's own rendering of a timestamp. -#}
+{% macro timestamp_to_micros(expr) -%}
+    {{ return(adapter.dispatch('timestamp_to_micros', 'cdp')(expr)) }}
+{%- endmacro %}
+
+{% macro duckdb__timestamp_to_micros(expr) -%}
+    epoch_us({{ expr }})
+{%- endmacro %}
+
+{% macro bigquery__timestamp_to_micros(expr) -%}
+    unix_micros({{ expr }})
+{%- endmacro %}
+
+{% macro default__timestamp_to_micros(expr) -%}
+    {{ cdp.unsupported_dialect('timestamp_to_micros') }}
+{%- endmacro %}
+
+{% macro micros_to_timestamp(expr) -%}
+    {{ return(adapter.dispatch('micros_to_timestamp', 'cdp')(expr)) }}
+{%- endmacro %}
+
+{% macro duckdb__micros_to_timestamp(expr) -%}
+    make_timestamp(cast({{ expr }} as bigint))
+{%- endmacro %}
+
+{% macro bigquery__micros_to_timestamp(expr) -%}
+    timestamp_micros({{ expr }})
+{%- endmacro %}
+
+{% macro default__micros_to_timestamp(expr) -%}
+    {{ cdp.unsupported_dialect('micros_to_timestamp') }}
+{%- endmacro %}

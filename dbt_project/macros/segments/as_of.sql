@@ -13,7 +13,9 @@
 -#}
 {% macro as_of(days_before=0) -%}
     {%- set moment = cdp.as_of_datetime() - modules.datetime.timedelta(days=days_before) -%}
-    cast('{{ moment.strftime("%Y-%m-%d %H:%M:%S.%f") }}' as {{ cdp.type_utc_timestamp() }})
+    {%- set since_epoch = moment - modules.datetime.datetime(1970, 1, 1) -%}
+    {%- set micros = (since_epoch.days * 86400 + since_epoch.seconds) * 1000000 + since_epoch.microseconds -%}
+    cast({{ cdp.micros_to_timestamp(micros) }} as {{ cdp.type_utc_timestamp() }})
 {%- endmacro %}
 
 
@@ -37,17 +39,17 @@
         {#- resolved once per model: `model` is one dict for the whole compilation of a node -#}
         {{ return(model['_cdp_as_of']) }}
     {%- else -%}
+        {#- read as whole microseconds: exact, whatever the driver makes of a timestamp -#}
         {%- set query -%}
-            select least(max(occurred_at), {{ cdp.current_utc_timestamp() }}) from {{ events }}
+            select {{ cdp.timestamp_to_micros('least(max(occurred_at), ' ~ cdp.current_utc_timestamp() ~ ')') }}
+            from {{ events }}
         {%- endset -%}
-        {%- set latest = run_query(query).columns[0].values()[0] -%}
-        {%- if latest is none -%}
+        {%- set micros = run_query(query).columns[0].values()[0] -%}
+        {%- if micros is none -%}
             {%- set latest = modules.datetime.datetime.utcnow() -%}
-        {%- elif latest is string -%}
-            {%- set latest = modules.datetime.datetime.fromisoformat(latest) -%}
-        {%- endif -%}
-        {%- if latest.tzinfo is not none -%}
-            {%- set latest = latest.astimezone(modules.pytz.utc).replace(tzinfo=none) -%}
+        {%- else -%}
+            {%- set latest = modules.datetime.datetime(1970, 1, 1)
+                + modules.datetime.timedelta(microseconds=micros | int) -%}
         {%- endif -%}
         {%- do model.update({'_cdp_as_of': latest}) -%}
         {{ return(latest) }}

@@ -26,6 +26,7 @@
     unique_key='profile_id',
     incremental_strategy='delete+insert',
     on_schema_change='fail',
+    cluster_by=cdp.bigquery_cluster_by(['profile_id']),
 ) }}
 
 {%- set channels = cdp.consent_channels() %}

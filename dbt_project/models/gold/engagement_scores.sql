@@ -12,7 +12,7 @@
     One pass over gold.profile_events (silver events with their profile): every column below is a
     conditional aggregate of that single scan, which keeps 10M events to seconds.
 -#}
-{{ config(materialized='table') }}
+{{ config(materialized='table', cluster_by=cdp.bigquery_cluster_by(['profile_id'])) }}
 
 {%- set weights = var('cdp__engagement_weights') %}
 {%- set half_life_days = var('cdp__engagement_half_life_days') %}

@@ -9,6 +9,7 @@
     unique_key='identifier_source_key',
     incremental_strategy='delete+insert',
     on_schema_change='fail',
+    cluster_by=cdp.bigquery_cluster_by(['profile_id']),
 ) }}
 
 {%- set components_relation = ref('int_identity__components') %}

@@ -18,6 +18,7 @@
     unique_key='profile_id',
     incremental_strategy='delete+insert',
     on_schema_change='fail',
+    cluster_by=cdp.bigquery_cluster_by(['profile_id']),
 ) }}
 
 {%- set confidence = cdp.identity_link_confidence() %}

@@ -13,6 +13,7 @@
     incremental_strategy='append',
     on_schema_change='fail',
     full_refresh=false,
+    cluster_by=cdp.bigquery_cluster_by(['profile_id']),
 ) }}
 
 with

@@ -10,6 +10,7 @@
     unique_key='membership_id',
     incremental_strategy='delete+insert',
     on_schema_change='fail',
+    cluster_by=cdp.bigquery_cluster_by(['profile_id']),
 ) }}
 
 with

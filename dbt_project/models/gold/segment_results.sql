@@ -4,7 +4,7 @@
     (macros/segments/segments.sql explains why they are not ref'd): adding a segment is adding a file.
     Rebuilt whole on each run; gold.segment_changes compares it with the open memberships.
 -#}
-{{ config(materialized='table') }}
+{{ config(materialized='table', cluster_by=cdp.bigquery_cluster_by(['profile_id'])) }}
 
 {#- What segments may read. A segment reading another model fails compilation naming the line to add. -#}
 -- depends_on: {{ ref('profiles') }}

@@ -20,6 +20,7 @@
     unique_key='message_id',
     incremental_strategy='delete+insert',
     on_schema_change='fail',
+    cluster_by=cdp.bigquery_cluster_by(['profile_id']),
 ) }}
 
 {#- a term's edges: not inside a word. Letters are spelled out: Unicode classes (\pL) cost ~30 ms

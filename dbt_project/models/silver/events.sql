@@ -9,7 +9,8 @@
     (type, group_id, previous_id, their own properties), null on native rows.
     Incremental: each source adds the rows bronze loaded after the last ones it already holds.
 -#}
-{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='fail') }}
+{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='fail',
+          partition_by=cdp.bigquery_day_partitions('bronze_loaded_at'), cluster_by=cdp.bigquery_cluster_by(['source', 'event_type'])) }}
 
 {%- set null_string = 'cast(null as ' ~ dbt.type_string() ~ ')' -%}
 

@@ -3,7 +3,8 @@
     look for what silver did not accept. Rows come from the checking models (int_<source>__checked);
     the payload from bronze. Incremental, per source, like events.
 -#}
-{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='fail') }}
+{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='fail',
+          partition_by=cdp.bigquery_day_partitions('bronze_loaded_at')) }}
 
 {%- set sources = ['web', 'app', 'salesforce', 'email', 'whatsapp'] -%}
 

@@ -5,7 +5,8 @@
     the ingestion API lands here (screens, and calls with context.device.id; macros/layers/segment_spec.sql,
     docs/sources.md). Incremental over new bronze rows.
 -#}
-{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='append_new_columns') }}
+{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='append_new_columns',
+          partition_by=cdp.bigquery_day_partitions('bronze_loaded_at')) }}
 
 {%- set payload_fields = {
     'event_id': 'string', 'event_name': 'string', 'device_id': 'string', 'user_id': 'string',

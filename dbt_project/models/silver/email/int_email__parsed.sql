@@ -3,7 +3,8 @@
     checked on its own: `invalid_reason` is null when it passes (int_email__deduplicated then looks for
     duplicates). Incremental over new bronze rows.
 -#}
-{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='append_new_columns') }}
+{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='append_new_columns',
+          partition_by=cdp.bigquery_day_partitions('bronze_loaded_at')) }}
 
 {%- set payload_fields = {
     'sg_event_id': 'string', 'sg_message_id': 'string', 'smtp-id': 'string',

@@ -6,7 +6,8 @@
     int_salesforce__deduplicated compares `contact_version_key`, built on the parsed UTC time.
     Incremental over new bronze rows.
 -#}
-{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='append_new_columns') }}
+{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='append_new_columns',
+          partition_by=cdp.bigquery_day_partitions('bronze_loaded_at')) }}
 
 {%- set payload_fields = {
     'Id': 'string', 'Email': 'string', 'Phone': 'string', 'MobilePhone': 'string',

@@ -6,7 +6,8 @@
     same columns: messageId is the event_id, a page a page_view, an identify carries its traits.
     Incremental over new bronze rows; streams, so memory stays flat whatever the batch size.
 -#}
-{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='append_new_columns') }}
+{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='append_new_columns',
+          partition_by=cdp.bigquery_day_partitions('bronze_loaded_at')) }}
 
 {%- set payload_fields = {
     'event_id': 'string', 'type': 'string', 'event': 'string',

@@ -4,6 +4,7 @@
     this run or an earlier one), that record's batch and position. Narrow, so deduplicating 10M
     records needs little memory. Incremental over new parsed rows.
 -#}
-{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='fail') }}
+{{ config(materialized='incremental', incremental_strategy='append', on_schema_change='fail',
+          partition_by=cdp.bigquery_day_partitions('bronze_loaded_at')) }}
 
 {{ cdp.deduplicated_records('int_whatsapp__parsed', key='message_id') }}
