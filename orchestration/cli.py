@@ -158,6 +158,23 @@ def cmd_land(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bigquery_load(args: argparse.Namespace) -> int:
+    """The BigQuery load path: landed batches into landing.<source> by load jobs (connectors/bigquery_load.py)."""
+    from connectors.bigquery_load import BigQueryLoadError, BigQuerySettings, load_landing
+
+    settings = Settings.from_env().export()
+    try:
+        bigquery = BigQuerySettings.from_env()
+        report = load_landing(LandingZone(settings.landing_root), bigquery, tuple(args.sources) or SOURCES,
+                              progress=_progress)
+    except (BigQueryLoadError, LandingError) as error:
+        raise CliError(f"bigquery load: {error}") from error
+    loaded = sum(len(v) for v in report.loaded.values())
+    print(f"loaded {loaded} batches ({sum(report.rows.values()):,} rows) into "
+          f"{bigquery.project}.{bigquery.landing_dataset}; {sum(report.skipped.values())} were already there")
+    return 0
+
+
 # --- run ----------------------------------------------------------------------------------------
 
 JOBS = ("cdp_microbatch", "cdp_crm_pull", "cdp_nightly_reconciliation")
@@ -546,6 +563,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --from-api: pull what changed after this time (UTC unless it has an offset) "
                            "instead of after the stored watermark")
     land.set_defaults(func=cmd_land)
+
+    bigquery = commands.add_parser("bigquery", help="BigQuery: load the landing zone (docs/bigquery.md)")
+    bigquery_commands = bigquery.add_subparsers(dest="bigquery_command", required=True)
+    bigquery_load = bigquery_commands.add_parser(
+        "load", help="load landed batches not yet in BigQuery into landing.<source> (one load job per batch)")
+    bigquery_load.add_argument("sources", nargs="*", metavar="SOURCE",
+                               help="only these sources (default: all)")
+    bigquery_load.set_defaults(func=cmd_bigquery_load)
 
     sync = commands.add_parser("sync", help="reverse ETL: run the declared syncs, or plan them with --dry-run")
     sync.add_argument("names", nargs="*", help="syncs to run (reverse_etl/syncs.yml)")

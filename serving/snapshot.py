@@ -339,17 +339,19 @@ def _pull_duckdb(con: duckdb.DuckDBPyConnection, warehouse_path: Path) -> list[s
     return skipped
 
 
-def _pull_bigquery(con: duckdb.DuckDBPyConnection) -> list[str]:  # pragma: no cover - needs BigQuery
+def _pull_bigquery(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Copy the gold tables from BigQuery into the snapshot: the same tables and columns as _pull_duckdb, read
     with google-cloud-bigquery into Arrow (the project, location and credentials of the dbt `bigquery` target in
-    profiles.yml, from the same environment variables). Untested here: no BigQuery on this machine."""
-    from google.cloud import bigquery
+    profiles.yml, from the same environment variables: connectors/bigquery_load.py). Tested against the BigQuery
+    emulator (tests/bigquery/)."""
+    from connectors.bigquery_load import BigQueryLoadError, BigQuerySettings
 
-    project = os.environ.get("CDP_BIGQUERY_PROJECT", "unset-project")
-    location = os.environ.get("CDP_BIGQUERY_LOCATION", "EU")
-    keyfile = os.environ.get("CDP_BIGQUERY_KEYFILE")
-    client = (bigquery.Client.from_service_account_json(keyfile, project=project, location=location) if keyfile
-              else bigquery.Client(project=project, location=location))
+    try:
+        settings = BigQuerySettings.from_env()
+    except BigQueryLoadError as error:
+        raise SnapshotError(str(error)) from error
+    project = settings.project
+    client = settings.client()
     present = {f"{t.dataset_id}.{t.table_id}" for dataset in ("gold",)
                for t in client.list_tables(f"{project}.{dataset}")}
 

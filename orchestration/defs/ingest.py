@@ -70,6 +70,14 @@ def build_landing_asset(source: str) -> dg.AssetsDefinition:
             new_records += result.count
             pulled = (f"; API pull: {result.pulled:,} Contacts changed since {result.since or 'the beginning'}, "
                       f"watermark {result.watermark.isoformat() if result.watermark else 'none yet'}")
+        if settings.target == "bigquery":  # the load path: new batches into landing.<source> by load jobs
+            from connectors.bigquery_load import BigQueryLoadError, BigQuerySettings, load_landing
+
+            try:
+                loaded = load_landing(zone, BigQuerySettings.from_env(), (source,), progress=context.log.info)
+            except BigQueryLoadError as error:
+                raise dg.Failure(description=str(error)) from None
+            pulled += f"; loaded into BigQuery: {len(loaded.loaded[source])} batches ({loaded.rows[source]:,} rows)"
         totals = zone.landed_counts()[source]
         mtimes = [path.stat().st_mtime_ns for path in zone.batch_files(source)]
         report(context, f"landing/{source}: {new_batches} new batches ({new_records:,} records); "
