@@ -5,8 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PEOPLE ?= 10000
+# The BigQuery emulator of the tests lives in its own venv: it pins sqlglot and opentelemetry versions of its own.
+BQ_VENV := .venv-bqemulator
+BQ_LOCK := tests/bigquery/requirements-bqemulator.lock
 
-.PHONY: install demo test lint ui bench lock clean
+.PHONY: install bqemulator demo test lint ui bench lock clean
 
 install: $(STAMP)
 
@@ -18,10 +21,18 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
+bqemulator: $(BQ_VENV)/.installed-stamp
+
+$(BQ_VENV)/.installed-stamp: $(BQ_LOCK)
+	@test -x $(BQ_VENV)/bin/python || $(PYTHON) -m venv $(BQ_VENV)
+	@echo "installing the BigQuery emulator (bqemulator) into $(BQ_VENV) (first time: about 1 minute)"
+	@$(BQ_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(BQ_LOCK)
+	@touch $@
+
 demo: install
 	$(BIN)/cdp demo --people $(PEOPLE)
 
-test: install lint
+test: install bqemulator lint
 	$(BIN)/python -m pytest -q --durations=25
 
 lint: install
@@ -39,6 +50,7 @@ bench: install
 	$(BIN)/python benchmarks/api.py
 	$(BIN)/python benchmarks/reverse_etl_diff.py
 	$(BIN)/python benchmarks/reverse_etl_salesforce.py
+	$(BIN)/python benchmarks/bigquery_cost.py
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock:
