@@ -121,13 +121,20 @@ def load_landing(
     progress: Callable[[str], None] = print,
 ) -> LoadReport:
     """Load every landed batch not yet in BigQuery; one load job per batch file."""
+    import requests
     from google.api_core import exceptions
+    from google.auth import exceptions as auth_exceptions
     from google.cloud import bigquery
 
     client = settings.client()
     dataset = bigquery.Dataset(f"{settings.project}.{settings.landing_dataset}")
     dataset.location = settings.location
-    client.create_dataset(dataset, exists_ok=True)
+    where = settings.api_endpoint or "BigQuery"
+    try:  # the first call says quickly when BigQuery cannot be reached or the credentials are refused
+        client.create_dataset(dataset, exists_ok=True, retry=bigquery.DEFAULT_RETRY.with_deadline(30), timeout=10)
+    except (exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError, requests.RequestException) as error:
+        raise BigQueryLoadError(f"cannot create or reach {settings.project}.{settings.landing_dataset} at "
+                                f"{where}: {error}") from error
     report = LoadReport()
     for source in sources:
         check_source(source)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import SourceError
-from connectors.landing import SOURCES, LandedBatch, LandingError, LandingZone
+from connectors.landing import SOURCES, LandedBatch, LandingError, LandingZone, check_source
 from orchestration.settings import PROJECT_DIR, Settings
 
 if TYPE_CHECKING:
@@ -164,6 +164,8 @@ def cmd_bigquery_load(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env().export()
     try:
+        for source in args.sources:
+            check_source(source)
         bigquery = BigQuerySettings.from_env()
         report = load_landing(LandingZone(settings.landing_root), bigquery, tuple(args.sources) or SOURCES,
                               progress=_progress)
