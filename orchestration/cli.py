@@ -177,6 +177,22 @@ def cmd_bigquery_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bigquery_publish(args: argparse.Namespace) -> int:
+    """The API's serving snapshot from BigQuery's gold tables (what the serving_snapshot asset does in a run)."""
+    from serving.settings import ServingSettings
+    from serving.snapshot import SnapshotError, publish_snapshot
+
+    settings = Settings.from_env().export()
+    try:
+        published = publish_snapshot(settings.warehouse_path, ServingSettings.from_env().serving_dir,
+                                     target="bigquery")
+    except SnapshotError as error:
+        raise CliError(f"bigquery publish: {error}") from error
+    print(f"published {published.path.name} from BigQuery in {published.seconds:.1f} s: "
+          + ", ".join(f"{table} {rows:,}" for table, rows in sorted(published.rows.items())))
+    return 0
+
+
 # --- run ----------------------------------------------------------------------------------------
 
 JOBS = ("cdp_microbatch", "cdp_crm_pull", "cdp_nightly_reconciliation")
@@ -573,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     bigquery_load.add_argument("sources", nargs="*", metavar="SOURCE",
                                help="only these sources (default: all)")
     bigquery_load.set_defaults(func=cmd_bigquery_load)
+    bigquery_publish = bigquery_commands.add_parser(
+        "publish", help="publish the API's serving snapshot from BigQuery's gold tables (cdp serve serves it)")
+    bigquery_publish.set_defaults(func=cmd_bigquery_publish)
 
     sync = commands.add_parser("sync", help="reverse ETL: run the declared syncs, or plan them with --dry-run")
     sync.add_argument("names", nargs="*", help="syncs to run (reverse_etl/syncs.yml)")

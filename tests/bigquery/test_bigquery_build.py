@@ -196,19 +196,19 @@ def test_a_duckdb_only_function_in_a_model_fails_the_bigquery_check(builds: dict
 
 
 def test_the_serving_snapshot_pulls_gold_from_bigquery(builds: dict[str, object], bigquery_emulator: Emulator,
-                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The API's snapshot published from BigQuery holds what the one published from DuckDB holds."""
-    from serving.snapshot import publish_snapshot, read_meta
+                                                       tmp_path: Path) -> None:
+    """`cdp bigquery publish`: the API's snapshot from BigQuery holds what the one published from DuckDB holds."""
+    from serving.snapshot import current_snapshot, publish_snapshot, read_meta
 
-    for name in ("CDP_BIGQUERY_PROJECT", "CDP_BIGQUERY_LOCATION", "CDP_BIGQUERY_API_ENDPOINT"):
-        monkeypatch.setenv(name, builds["env"][name])
-    warehouse = builds["home"] / "warehouse.duckdb"
-    from_duckdb = publish_snapshot(warehouse, tmp_path / "serving_duckdb", target="duckdb")
-    from_bigquery = publish_snapshot(warehouse, tmp_path / "serving_bigquery", target="bigquery")
-    assert from_bigquery.skipped == [] and from_duckdb.skipped == []
+    from_duckdb = publish_snapshot(builds["home"] / "warehouse.duckdb", tmp_path / "serving_duckdb", target="duckdb")
+    assert from_duckdb.skipped == []
     assert from_duckdb.rows["profiles"] > 0 and from_duckdb.rows["recent_events"] > 0, from_duckdb.rows
-    assert from_bigquery.rows == from_duckdb.rows
-    assert read_meta(from_bigquery.path)["warehouse"] == f"bigquery:{bigquery_emulator.project}"
+    published = _run([str(BIN / "cdp"), "bigquery", "publish"],
+                     {**builds["env"], "CDP_SERVING_PATH": str(tmp_path / "serving_bigquery")})
+    assert "published" in published.stdout and "from BigQuery" in published.stdout, published.stdout
+    meta = read_meta(current_snapshot(tmp_path / "serving_bigquery"))
+    assert meta["warehouse"] == f"bigquery:{bigquery_emulator.project}" and meta["skipped"] == []
+    assert meta["rows"] == from_duckdb.rows
 
 
 def test_large_models_are_partitioned_and_clustered_on_bigquery_only(builds: dict[str, object]) -> None:
