@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connectors.landing import SOURCES, LandingZone, check_source
+from connectors.landing import BATCH_PREFIX, SOURCES, LandingZone, check_source
 
 # The landing tables' schema, as connectors/landing.py's LANDING_SCHEMA in BigQuery types.
 LANDING_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -98,20 +98,16 @@ def landing_schema():
     return [bigquery.SchemaField(name, type_, mode=mode) for name, type_, mode in LANDING_COLUMNS]
 
 
-def utc_parquet(path: Path) -> io.BytesIO:
-    """The batch file with landed_at marked as UTC: a Parquet timestamp without a time zone is a
-    DATETIME to BigQuery, and the landing tables' landed_at is a TIMESTAMP."""
+def utc_parquet(path: Path) -> tuple[io.BytesIO, int]:
+    """The batch file with landed_at marked as UTC (a Parquet timestamp without a time zone is a
+    DATETIME to BigQuery, and the landing tables' landed_at is a TIMESTAMP), and its rows."""
     table = pq.read_table(path)
     schema = table.schema.set(table.schema.get_field_index("landed_at"),
                               pa.field("landed_at", pa.timestamp("us", tz="UTC"), nullable=False))
     buffer = io.BytesIO()
     pq.write_table(table.cast(schema), buffer)
     buffer.seek(0)
-    return buffer
-
-
-def batch_id_of(path: Path) -> str:
-    return pq.read_table(path, columns=["batch_id"]).column(0)[0].as_py()
+    return buffer, table.num_rows
 
 
 def load_landing(
@@ -148,7 +144,8 @@ def load_landing(
             table.clustering_fields = ["batch_id"]
             client.create_table(table)
         known = {row[0] for row in client.query(f"select distinct batch_id from `{table_id}`").result()}
-        files = [(batch_id_of(path), path) for path in zone.batch_files(source)]
+        # the zone names each batch file after its batch id: batch-<batch_id>.parquet
+        files = [(path.stem.removeprefix(BATCH_PREFIX), path) for path in zone.batch_files(source)]
         pending = [(batch_id, path) for batch_id, path in files if batch_id not in known]
         report.skipped[source] = len(files) - len(pending)
         report.loaded[source] = []
@@ -156,12 +153,12 @@ def load_landing(
         for number, (batch_id, path) in enumerate(pending, 1):
             config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET,
                                             write_disposition=bigquery.WriteDisposition.WRITE_APPEND)
-            job = client.load_table_from_file(utc_parquet(path), table_id, job_config=config)
+            data, rows = utc_parquet(path)
+            job = client.load_table_from_file(data, table_id, job_config=config)
             try:
                 job.result()
             except exceptions.GoogleAPICallError as error:
                 raise BigQueryLoadError(f"{source}: loading {path.name} failed: {error}") from error
-            rows = pq.read_metadata(path).num_rows
             report.loaded[source].append(batch_id)
             report.rows[source] += rows
             progress(f"{source}: loaded {path.name} ({rows} rows, {number}/{len(pending)})")

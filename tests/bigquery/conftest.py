@@ -25,12 +25,9 @@ class Emulator:
     log: Path
 
     def client(self):
-        from google.api_core.client_options import ClientOptions
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import bigquery
+        from connectors.bigquery_load import BigQuerySettings
 
-        return bigquery.Client(project=self.project, credentials=AnonymousCredentials(),
-                               client_options=ClientOptions(api_endpoint=self.endpoint))
+        return BigQuerySettings(self.project, location="US", api_endpoint=self.endpoint).client()
 
     def profile(self, dataset: str = "cdp") -> dict[str, object]:
         """A dbt-bigquery output for the emulator (oauth-secrets with a dummy token: nothing checks it)."""

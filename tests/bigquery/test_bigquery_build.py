@@ -102,10 +102,7 @@ def test_the_load_path_loads_every_landed_batch_once(builds: dict[str, object], 
         loaded = next(iter(client.query(f"select count(*) from `cdp-test.landing.{source}`").result()))[0]
         assert loaded == rows, f"landing.{source}: {loaded} rows in BigQuery, {rows} landed"
     # a second load finds every batch there and loads nothing
-    env = {**os.environ, "CDP_HOME": str(home), "CDP_LANDING_PATH": str(home / "landing"),
-           "CDP_BIGQUERY_PROJECT": bigquery_emulator.project, "CDP_BIGQUERY_LOCATION": "US",
-           "CDP_BIGQUERY_API_ENDPOINT": bigquery_emulator.endpoint}
-    again = _run([str(BIN / "cdp"), "bigquery", "load"], env)
+    again = _run([str(BIN / "cdp"), "bigquery", "load"], builds["env"])
     assert "loaded 0 batches (0 rows)" in again.stdout, again.stdout
 
 

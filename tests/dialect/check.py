@@ -23,7 +23,7 @@ from pathlib import Path
 
 import sqlglot
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import TokenType
+from sqlglot.tokens import Token, TokenType
 
 HERE = Path(__file__).resolve().parent
 # sqlglot logs a warning for each statement it keeps as an opaque command (COPY ... FROM, a seed's load)
@@ -66,9 +66,8 @@ def known_functions(dialect: str) -> frozenset[str]:
     return frozenset(names | PROJECT_UDFS)
 
 
-def called_functions(sql: str, dialect: str) -> list[tuple[str, int]]:
-    """The names of the functions `sql` calls, as written, with their line numbers."""
-    tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)
+def called_functions(tokens: list[Token], dialect: str) -> list[tuple[str, int]]:
+    """The names of the functions the SQL of `tokens` calls, as written, with their line numbers."""
     calls = []
     for i, token in enumerate(tokens[:-1]):
         if token.token_type != TokenType.VAR or tokens[i + 1].token_type != TokenType.L_PAREN:
@@ -91,7 +90,7 @@ def check_sql(sql: str, dialect: str, where: str = "<sql>") -> list[Problem]:
     except TokenError as error:
         return [Problem(where, f"not {dialect} SQL: {error}")]
     problems = [Problem(f"{where}:{line}", f"{name}() is not a {dialect} function")
-                for name, line in called_functions(sql, dialect) if name not in known]
+                for name, line in called_functions(tokens, dialect) if name not in known]
     if dialect == "bigquery":
         problems += [Problem(f"{where}:{t.line}", "`::` casts are DuckDB/Postgres syntax, not BigQuery")
                      for t in tokens if t.token_type == TokenType.DCOLON]
